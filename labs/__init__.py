@@ -1,0 +1,27 @@
+"""labs: the toolkit behind the vLLM serving workshop.
+
+Notebooks import only what is listed in `__all__`; tests/test_public_api.py keeps it honest.
+"""
+
+from .errors import (
+    ConfigError,
+    LabsError,
+    ModelError,
+    PortInUse,
+    ServerAlreadyRunning,
+    ServerDied,
+    ServerError,
+    ServerNotRunning,
+)
+from .profiles import PROFILES, Profile, get_profile
+from .server import ServerRecord, VLLMServer, running_server, serve, stop
+from .settings import Settings
+from .client import connect, Connection
+
+__all__ = [
+    "ConfigError", "LabsError", "ModelError", "PortInUse", "ServerAlreadyRunning",
+    "ServerDied", "ServerError", "ServerNotRunning",
+    "PROFILES", "Profile", "get_profile",
+    "ServerRecord", "VLLMServer", "running_server", "serve", "stop",
+    "Settings", "connect", "Connection",
+]

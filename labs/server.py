@@ -1,0 +1,394 @@
+"""Start, stop and watch one local vLLM server, described by a named profile.
+
+A server is a process group: vLLM's API server spawns an engine-core and a worker process,
+so we start it in its own session and always signal the whole group (a SIGKILL to the API
+server alone would orphan the other two). Its pid, group id, profile and URL are written to
+`<LABS_HOME>/run/port-<PORT>/server.json`, next to `server.log`, so that `python -m labs stop`
+in another shell, or the next notebook, can find it. We only ever signal a pid that the file
+names *and* whose command line is still a vLLM API server.
+
+Two ways to own a server:
+- `VLLMServer(profile)` used as a context manager (tests, notebooks): stopped on exit and,
+  as a last resort, at interpreter exit.
+- `serve(profile)` (the CLI, `make lab`): detached; it outlives the command that started it
+  and is stopped by `python -m labs stop`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+
+import httpx
+
+from . import embedded
+from .errors import (
+    ConfigError,
+    PortInUse,
+    ServerAlreadyRunning,
+    ServerDied,
+    ServerStartTimeout,
+)
+from .profiles import DEFAULT_PROFILE, Profile, get_profile
+from .settings import Settings
+
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+STOP_GRACE_S = 30.0
+LOG_TAIL_LINES = 25
+
+
+def default_start_timeout(backend: str) -> float:
+    """CPU: ~35 s eager, up to ~2 min compiled. GPU: a first run downloads ~15 GB."""
+    return 300.0 if backend == "cpu" else 1800.0
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    """What the pid file says about a running server."""
+
+    pid: int
+    pgid: int
+    profile: str
+    backend: str
+    base_url: str
+    served_model: str
+    model_path: str
+    log_path: str
+    started_at: float
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url + "/v1"
+
+
+# --------------------------------------------------------------------------------------------
+# Building the command
+
+
+def _cpu_thread_env() -> dict[str, str]:
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not cpus:
+        cpus = list(range(os.cpu_count() or 1))
+    bind = ",".join(str(c) for c in cpus)
+    # Bind vLLM's OpenMP threads to every core we have and reserve none for the API server:
+    # on a 2-core machine that is what reproduces the batching curve (DESIGN.md).
+    return {"VLLM_CPU_OMP_THREADS_BIND": bind, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+
+
+def served_model_name(settings: Settings) -> str:
+    return embedded.MODEL_NAME if settings.backend == "cpu" else settings.gpu_model
+
+
+def engine_command(profile: Profile, settings: Settings, model_path: str) -> list[str]:
+    """The full vLLM command line: the article's base flags, then the profile's flags."""
+    base = [
+        sys.executable, "-m", API_SERVER_MODULE,
+        f"--model={model_path}",
+        f"--served-model-name={served_model_name(settings)}",
+        f"--download-dir={settings.models_dir / 'hub'}",
+        # --api-key is passed as VLLM_API_KEY in the environment, so it never shows in `ps`.
+        f"--host={settings.host}",
+        f"--port={settings.port}",
+    ]
+    return base + list(profile.flags(settings.backend))
+
+
+def engine_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        VLLM_API_KEY=settings.api_key,
+        VLLM_NO_USAGE_STATS="1",
+        DO_NOT_TRACK="1",
+        PYTHONUNBUFFERED="1",
+    )
+    if settings.backend == "cpu":
+        env.update(_cpu_thread_env())
+        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# The pid file
+
+
+def _record_path(settings: Settings) -> Path:
+    return settings.run_dir / "server.json"
+
+
+def log_path(settings: Settings) -> Path:
+    return settings.run_dir / "server.log"
+
+
+def _is_vllm_process(pid: int) -> bool:
+    """Is `pid` alive and a vLLM API server? (Guards against a recycled pid.)"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():
+        try:
+            return API_SERVER_MODULE in cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            return False
+    return True  # no /proc (macOS): trust the pid file, the process is alive
+
+
+def running_server(settings: Settings | None = None) -> ServerRecord | None:
+    """The server recorded for this port, if it is still alive; a stale file is removed."""
+    settings = settings or Settings.from_env()
+    path = _record_path(settings)
+    try:
+        record = ServerRecord(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError):
+        path.unlink(missing_ok=True)
+        return None
+    if _is_vllm_process(record.pid):
+        return record
+    path.unlink(missing_ok=True)
+    return None
+
+
+def log_tail(path: Path | str, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = Path(path).read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------------------------
+# Checks and waits
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise PortInUse when another program listens on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise PortInUse(
+                f"port {port} on {host} is already in use by another program; stop it, or "
+                f"pick another port, e.g. `LABS_PORT={port + 1} python -m labs serve`."
+            ) from None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def wait_healthy(
+    base_url: str,
+    timeout_s: float,
+    *,
+    alive: Callable[[], bool] = lambda: True,
+    log: Path | None = None,
+    progress: bool = True,
+) -> float:
+    """Poll GET /health until 200; return the seconds it took.
+
+    Raises ServerDied (with the log tail) if `alive()` turns false, ServerStartTimeout after
+    `timeout_s`. A progress line is written to stderr so a learner sees it is working.
+    """
+    start = time.monotonic()
+    last_note = 0.0
+    interactive = sys.stderr.isatty()
+    with httpx.Client(timeout=2.0) as client:
+        while True:
+            elapsed = time.monotonic() - start
+            try:
+                if client.get(base_url + "/health").status_code == 200:
+                    if progress:
+                        print(f"\rvLLM is ready at {base_url} after {elapsed:.0f} s" + " " * 10,
+                              file=sys.stderr)
+                    return elapsed
+            except httpx.HTTPError:
+                pass
+            if not alive():
+                raise ServerDied(
+                    f"the vLLM server exited during start-up after {elapsed:.0f} s; see "
+                    f"{log} for the whole log.",
+                    log_tail(log) if log else "",
+                )
+            if elapsed > timeout_s:
+                raise ServerStartTimeout(
+                    f"vLLM did not answer {base_url}/health within {timeout_s:.0f} s; it may "
+                    f"still be loading (look at {log}), or raise the timeout."
+                )
+            if progress and (interactive or elapsed - last_note >= 10):
+                end = "" if interactive else "\n"
+                print(f"\rwaiting for vLLM at {base_url} ... {elapsed:3.0f} s (log: {log})",
+                      end=end, file=sys.stderr, flush=True)
+                last_note = elapsed
+            time.sleep(0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# The server object
+
+
+class State(Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class VLLMServer:
+    """One vLLM process group started from a profile; a context manager.
+
+    Starting twice is an error; stopping twice is fine. With `detach=True` the process
+    outlives this Python process (used by `python -m labs serve`).
+    """
+
+    def __init__(self, profile: str = DEFAULT_PROFILE, settings: Settings | None = None,
+                 *, detach: bool = False) -> None:
+        self.profile = get_profile(profile)
+        self.settings = settings or Settings.from_env()
+        if self.settings.base_url_override:
+            raise ConfigError(
+                "LABS_BASE_URL points at a remote server; unset it to start a local one."
+            )
+        self.detach = detach
+        self.state = State.NEW
+        self.record: ServerRecord | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self, timeout_s: float | None = None, progress: bool = True) -> "VLLMServer":
+        if self.state is not State.NEW:
+            raise ConfigError(f"this server object is {self.state.value}; make a new one.")
+        s = self.settings
+        existing = running_server(s)
+        if existing:
+            raise ServerAlreadyRunning(
+                f"a vLLM server (profile {existing.profile}, pid {existing.pid}) is already "
+                f"running at {existing.base_url}; use it, or stop it with `python -m labs stop`."
+            )
+        check_port_free(s.host, s.port)
+        model_path = self._model_path()
+        s.run_dir.mkdir(parents=True, exist_ok=True)
+        log = log_path(s)
+        cmd = engine_command(self.profile, s, model_path)
+        with log.open("wb") as log_file:
+            log_file.write(("$ " + " ".join(cmd) + "\n").encode())
+            log_file.flush()
+            self._proc = subprocess.Popen(
+                cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=engine_env(s), start_new_session=True,
+            )
+        self.record = ServerRecord(
+            pid=self._proc.pid, pgid=self._proc.pid, profile=self.profile.name,
+            backend=s.backend, base_url=s.base_url, served_model=served_model_name(s),
+            model_path=model_path, log_path=str(log), started_at=time.time(),
+        )
+        _record_path(s).write_text(json.dumps(asdict(self.record), indent=2))
+        self.state = State.RUNNING
+        if not self.detach:
+            atexit.register(self.stop)
+        try:
+            wait_healthy(
+                s.base_url, timeout_s or default_start_timeout(s.backend),
+                alive=lambda: self._proc is not None and self._proc.poll() is None,
+                log=log, progress=progress,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the whole process group: SIGTERM, then SIGKILL after a grace period."""
+        if self.state is not State.RUNNING or self.record is None:
+            return
+        stop_group(self.record, self._proc)
+        _record_path(self.settings).unlink(missing_ok=True)
+        self.state = State.STOPPED
+
+    def __enter__(self) -> "VLLMServer":
+        return self.start() if self.state is State.NEW else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _model_path(self) -> str:
+        if self.settings.backend == "cpu":
+            return str(embedded.ensure_model(self.settings.models_dir))
+        return self.settings.gpu_model
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    @property
+    def log_path(self) -> Path:
+        return log_path(self.settings)
+
+    def __repr__(self) -> str:
+        return (f"VLLMServer(profile={self.profile.name!r}, state={self.state.value}, "
+                f"url={self.base_url!r})")
+
+
+def stop_group(record: ServerRecord, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """SIGTERM the server's process group, wait, SIGKILL whatever is left."""
+    try:
+        os.killpg(record.pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + STOP_GRACE_S
+    while time.monotonic() < deadline:
+        if proc is not None:
+            proc.poll()  # reap our own child so the group can empty
+        if not _group_alive(record.pgid):
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(record.pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if proc is not None:
+        proc.wait(timeout=10)
+
+
+# --------------------------------------------------------------------------------------------
+# The verbs the CLI and notebooks use
+
+
+def serve(profile: str = DEFAULT_PROFILE, settings: Settings | None = None,
+          timeout_s: float | None = None) -> ServerRecord:
+    """Start a detached server and return its record once /health answers."""
+    server = VLLMServer(profile, settings, detach=True).start(timeout_s)
+    assert server.record is not None
+    return server.record
+
+
+def stop(settings: Settings | None = None) -> ServerRecord | None:
+    """Stop the server recorded for this port; None when nothing was running."""
+    settings = settings or Settings.from_env()
+    record = running_server(settings)
+    if record is None:
+        return None
+    stop_group(record)
+    _record_path(settings).unlink(missing_ok=True)
+    return record
