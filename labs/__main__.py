@@ -45,6 +45,29 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lab(args: argparse.Namespace) -> int:
+    """Serve (or reuse) the server, run JupyterLab, and stop the server we started on exit."""
+    import subprocess
+
+    started = None
+    record = server.running_server()
+    if record:
+        print(f"lab: reusing the running server (profile {record.profile}, pid {record.pid})",
+              file=sys.stderr)
+    else:
+        record = started = server.serve(args.profile)
+    print(f"lab: vLLM at {record.api_url} (log {record.log_path}); opening JupyterLab. "
+          "Ctrl-C here stops both.", file=sys.stderr)
+    try:
+        return subprocess.call([sys.executable, "-m", "jupyter", "lab", "notebooks"])
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if started is not None:
+            server.stop()
+            print(f"lab: stopped the vLLM server (pid {started.pid})", file=sys.stderr)
+
+
 def _cmd_model(args: argparse.Namespace) -> int:
     print(embedded.ensure_model(Settings.from_env().models_dir))
     return 0
@@ -66,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"one of: {', '.join(PROFILES)} (default {DEFAULT_PROFILE})")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait for /health")
     p.set_defaults(func=_cmd_serve)
+
+    p = verbs.add_parser("lab", help="serve (or reuse) the server and open JupyterLab")
+    p.add_argument("--profile", default=DEFAULT_PROFILE)
+    p.set_defaults(func=_cmd_lab)
 
     verbs.add_parser("stop", help="stop the server started by `serve`").set_defaults(func=_cmd_stop)
     verbs.add_parser("status", help="is a server running? (exit 3 if not)").set_defaults(

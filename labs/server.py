@@ -263,6 +263,7 @@ class VLLMServer:
 
     def __init__(self, profile: str = DEFAULT_PROFILE, settings: Settings | None = None,
                  *, detach: bool = False) -> None:
+        self.state = State.NEW
         self.profile = get_profile(profile)
         self.settings = settings or Settings.from_env()
         if self.settings.base_url_override:
@@ -270,7 +271,6 @@ class VLLMServer:
                 "LABS_BASE_URL points at a remote server; unset it to start a local one."
             )
         self.detach = detach
-        self.state = State.NEW
         self.record: ServerRecord | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 

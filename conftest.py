@@ -1,0 +1,55 @@
+"""The live vLLM server that `make test` runs everything against.
+
+One real server per test session, started lazily the first time a test (marker `server` or
+fixture `live`) or a solution notebook needs it, and stopped when the session ends, whether
+tests passed or failed. It listens on LABS_PORT=8100 unless told otherwise, so a learner's
+`make lab` server on 8000 is never touched. Notebooks run by nbmake inherit the environment,
+so `labs.connect()` inside them finds this server. With LABS_BASE_URL set, no server is
+started and that one is used instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("LABS_PORT", "8100")
+
+import labs  # noqa: E402  (after LABS_PORT is set)
+from labs import server as _server  # noqa: E402
+
+_live: labs.VLLMServer | None = None
+
+
+def _ensure_live() -> labs.Connection:
+    global _live
+    settings = labs.Settings.from_env()
+    if settings.base_url_override or labs.running_server(settings):
+        return labs.connect(settings)
+    _live = labs.VLLMServer("naive", settings)
+    _live.start()
+    return labs.connect(settings)
+
+
+def _needs_server(item: pytest.Item) -> bool:
+    return item.path.suffix == ".ipynb" or item.get_closest_marker("server") is not None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _needs_server(item):
+        _ensure_live()
+
+
+@pytest.fixture
+def live() -> labs.Connection:
+    """A Connection to the session's live server (starting it if needed)."""
+    return _ensure_live()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Stop our server, and whatever a notebook may have switched this port to since.
+    if _live is None:
+        return
+    _server.stop(labs.Settings.from_env())
+    _live.stop()

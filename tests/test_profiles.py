@@ -1,0 +1,58 @@
+"""Profiles are the one source of engine flags; these tests pin what they promise."""
+
+from __future__ import annotations
+
+import pytest
+
+import labs
+from labs import server
+from labs.profiles import CPU_BASE_FLAGS, PROFILES
+
+
+def _flag_values(flags: tuple[str, ...]) -> dict[str, str]:
+    return dict(f.removeprefix("--").partition("=")[::2] for f in flags)
+
+
+def test_naive_is_the_articles_five_flags_on_gpu() -> None:
+    settings = labs.Settings.from_env(backend="gpu", gpu_model="Qwen/Qwen2.5-7B-Instruct")
+    cmd = server.engine_command(labs.get_profile("naive"), settings, settings.gpu_model)
+    flags = [c.split("=")[0] for c in cmd if c.startswith("--")]
+    # model, download dir, host, port (+ served name); the API key travels as VLLM_API_KEY.
+    assert flags == ["--model", "--served-model-name", "--download-dir", "--host", "--port"]
+    assert server.engine_env(settings)["VLLM_API_KEY"] == settings.api_key
+    assert not any(settings.api_key in c for c in cmd)
+
+
+def test_bounded_adds_the_articles_two_caps_on_gpu() -> None:
+    assert PROFILES["bounded"].flags("gpu") == ("--max-num-seqs=8", "--max-model-len=8192")
+
+
+@pytest.mark.parametrize("name", ["bounded", "engine-queue"])
+def test_cpu_caps_fit_the_small_pool(name: str) -> None:
+    # max_num_seqs x max_model_len must fit the pool, or the bounded engine can still preempt.
+    values = _flag_values(PROFILES[name].flags("cpu"))
+    pool = int(values["num-gpu-blocks-override"]) * 128
+    assert int(values["max-num-seqs"]) * int(values["max-model-len"]) <= pool
+
+
+@pytest.mark.parametrize("name", list(PROFILES))
+def test_every_cpu_profile_gets_the_cpu_adaptations(name: str) -> None:
+    flags = PROFILES[name].flags("cpu")
+    assert flags[: len(CPU_BASE_FLAGS)] == CPU_BASE_FLAGS
+    values = _flag_values(flags)
+    if "num-gpu-blocks-override" in values:  # vLLM refuses a pool smaller than one request
+        assert int(values["max-model-len"]) <= int(values["num-gpu-blocks-override"]) * 128
+
+
+def test_unknown_profile_lists_the_valid_ones() -> None:
+    with pytest.raises(labs.ConfigError) as err:
+        labs.get_profile("fast")
+    for name in PROFILES:
+        assert name in str(err.value)
+
+
+def test_cpu_env_binds_threads_and_goes_offline() -> None:
+    env = server.engine_env(labs.Settings.from_env(backend="cpu"))
+    assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    assert env["VLLM_CPU_OMP_THREADS_BIND"]
+    assert env["HF_HUB_OFFLINE"] == "1"
