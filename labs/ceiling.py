@@ -43,13 +43,6 @@ DTYPE_BYTES: dict[str, float] = {
     "int4": 0.5,
 }
 
-# Element sizes of the dtype codes a safetensors header uses.
-_SAFETENSORS_DTYPE_BYTES: dict[str, float] = {
-    "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2,
-    "I16": 2, "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I8": 1, "U8": 1,
-    "BOOL": 1, "F4": 0.5,
-}
-
 # Configs the CLI knows without a download, so `--model Qwen/Qwen2.5-7B-Instruct` works on a
 # machine that cannot reach the hub. Copied from the model's config.json on the hub.
 KNOWN_MODELS: dict[str, dict[str, Any]] = {
@@ -562,14 +555,15 @@ def _cmd_ceiling(args: argparse.Namespace) -> int:
     else:
         rows.append(("weights", f"{weight / GB:,.2f} GB", "given"))
     if kv is not None:
+        context_gb = kv * args.context_tokens / GB
         rows.append(("KV per token", f"{kv:,} B",
-                     f"{args.context_tokens:,} tokens of context = {kv * args.context_tokens / GB:,.3f} GB"))
+                     f"{args.context_tokens:,} tokens of context = {context_gb:,.3f} GB"))
     rows.append(("read per step", f"{report['bytes_per_step'] / GB:,.2f} GB", "weights + KV"))
     rows.append(("decode ceiling", f"{report['ceiling_tok_s']:,.1f} tok/s",
                  f"one stream; >= {report['min_step_ms']:,.1f} ms per token"))
     if report.get("weights_fit") is False:
-        rows.append(("WARNING", "does not fit",
-                     f"the weights alone exceed the {report['gpu_memory_gb']} GB of {report['gpu']}"))
+        rows.append(("WARNING", "does not fit", f"the weights alone exceed the "
+                     f"{report['gpu_memory_gb']} GB of {report['gpu']}"))
     for label, value, note in rows:
         print(f"{label:<15} {value:>14}   {note}")
     return 0
