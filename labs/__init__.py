@@ -14,7 +14,7 @@ from .errors import (
     ServerNotRunning,
 )
 from .profiles import PROFILES, Profile, get_profile
-from .server import ServerRecord, VLLMServer, running_server, serve, stop
+from .server import ServerRecord, VLLMServer, ensure_server, running_server, serve, stop
 from .settings import Settings
 from .client import connect, Connection
 
@@ -22,6 +22,6 @@ __all__ = [
     "ConfigError", "LabsError", "ModelError", "PortInUse", "ServerAlreadyRunning",
     "ServerDied", "ServerError", "ServerNotRunning",
     "PROFILES", "Profile", "get_profile",
-    "ServerRecord", "VLLMServer", "running_server", "serve", "stop",
+    "ServerRecord", "VLLMServer", "ensure_server", "running_server", "serve", "stop",
     "Settings", "connect", "Connection",
 ]

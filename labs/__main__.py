@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from . import embedded, server
+from .ceiling import add_cli as _add_ceiling_cli
+from .loadgen import add_cli as _add_bench_cli
 from .errors import LabsError
 from .profiles import DEFAULT_PROFILE, PROFILES, get_profile
 from .settings import Settings
@@ -101,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                      ).set_defaults(func=_cmd_model)
     verbs.add_parser("profiles", help="list the serving profiles and their flags"
                      ).set_defaults(func=_cmd_profiles)
+    _add_bench_cli(verbs)
+    _add_ceiling_cli(verbs)
     return parser
 
 

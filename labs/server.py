@@ -392,3 +392,23 @@ def stop(settings: Settings | None = None) -> ServerRecord | None:
     stop_group(record)
     _record_path(settings).unlink(missing_ok=True)
     return record
+
+
+def ensure_server(profile: str = DEFAULT_PROFILE, settings: Settings | None = None,
+                  timeout_s: float | None = None) -> ServerRecord:
+    """The server a notebook needs: reuse the running one if it has `profile`, else
+    restart this port's server with `profile`.
+
+    The new server is detached and recorded in the pid file, like `python -m labs serve`:
+    whoever owns this port (`make lab`, the test session, `python -m labs stop`) stops it.
+    """
+    settings = settings or Settings.from_env()
+    get_profile(profile)
+    record = running_server(settings)
+    if record and record.profile == profile:
+        return record
+    if record:
+        print(f"stopping the {record.profile!r} server (pid {record.pid}) to start "
+              f"{profile!r}", file=sys.stderr)
+        stop(settings)
+    return serve(profile, settings, timeout_s)

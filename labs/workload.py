@@ -16,10 +16,11 @@ Shapes:
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 
@@ -163,7 +164,7 @@ class Poisson:
         return {"kind": "poisson", **asdict(self)}
 
 
-Shape = Union[Burst, Closed, Poisson]
+Shape = Burst | Closed | Poisson
 _SHAPES: dict[str, type] = {"burst": Burst, "closed": Closed, "poisson": Poisson}
 
 
@@ -229,18 +230,24 @@ class Workload:
     def path(self) -> str:
         return "/v1/chat/completions" if self.api == "chat" else "/v1/completions"
 
-    def output_lengths(self, n: int, stream: int = 0) -> np.ndarray:
-        """max_tokens for requests 0..n-1: the same draws for the same seed and stream."""
+    def output_lengths(self, stream: int = 0) -> Iterator[int]:
+        """max_tokens for request 0, 1, 2...: the same draws for the same seed and stream."""
         if isinstance(self.max_tokens, int):
-            return np.full(n, self.max_tokens, dtype=int)
+            return itertools.repeat(self.max_tokens)
+        values = np.asarray(self.max_tokens)
         rng = np.random.default_rng([self.seed, stream])
-        return rng.choice(np.asarray(self.max_tokens), size=n)
+
+        def draws() -> Iterator[int]:
+            while True:
+                yield from rng.choice(values, size=256).tolist()
+
+        return draws()
 
     def body(self, model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
         """The JSON body of one streaming request (usage asked for in the last chunk)."""
         body: dict[str, Any] = {"model": model}
         if self.api == "chat":
-            body["messages"] = [{"role": "user", "content": prompt}]
+            body["messages"] = chat_messages(prompt)
         else:
             body["prompt"] = prompt
         body.update(
@@ -257,7 +264,7 @@ class Workload:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Workload":
+    def from_dict(cls, data: Mapping[str, Any]) -> Workload:
         fields = dict(data)
         if isinstance(fields.get("max_tokens"), list):
             fields["max_tokens"] = tuple(fields["max_tokens"])
@@ -274,7 +281,7 @@ _PREFIX_WORDS = (
     "silver window bread forest summer dog cat bird road city night morning ocean mountain "
     "yellow blue red black white friend king queen story letter chair door field sun moon star "
     "tree fire snow rain wind ship train car book pencil glass metal wood sand grass fish milk "
-    "honey salt").split()
+    "honey salt lamp").split()
 _FILLER = (
     "The committee reviewed the annual report and discussed several proposals for the coming "
     "year, including new training for staff, better maintenance of the old buildings, and a "
@@ -285,6 +292,20 @@ _PREFIX_LEN = 6
 TokenCounter = Callable[[str, str], Awaitable[int]]
 
 _MAX_ADJUST_ROUNDS = 6
+
+
+def chat_messages(prompt: str) -> list[dict[str, str]]:
+    """The chat form of a prompt: its first line, the random prefix, as the system message.
+
+    Without a system message, chat templates (Qwen's, SmolLM's) open with a default system
+    prompt, the same tokens for every request: enough to fill a 16-token KV block that prefix
+    caching would share. A system message of our own that starts with the random words
+    leaves no full block in common.
+    """
+    head, newline, rest = prompt.partition("\n")
+    if not newline:
+        return [{"role": "user", "content": prompt}]
+    return [{"role": "system", "content": head}, {"role": "user", "content": rest or "Go on."}]
 
 
 def filler(words: int) -> str:
@@ -340,11 +361,10 @@ class PromptFactory:
 
     @staticmethod
     def _text(prefix: str, words: int) -> str:
-        body = filler(words) if words else ""
-        return f"{prefix}. {body}" if body else f"{prefix}."
+        return f"{prefix}.\n{filler(words)}"
 
-    def prompts(self, stream: int = 0) -> "PromptStream":
-        """An endless source of unique prompts; `stream` keeps warm-up and each sweep level apart."""
+    def prompts(self, stream: int = 0) -> PromptStream:
+        """An endless source of unique prompts; `stream` keeps warm-up and sweep levels apart."""
         if self.workload.prompt_tokens is not None and self._filler_words is None:
             raise RuntimeError("call `await prepare()` first")
         seed = self.workload.prefix_seed
@@ -361,5 +381,5 @@ class PromptStream:
         picks = self.rng.integers(0, len(_PREFIX_WORDS), size=_PREFIX_LEN)
         prefix = " ".join(_PREFIX_WORDS[i] for i in picks)
         if self.filler_words is None:
-            return f"{prefix}. Write a long story about a journey across the sea."
+            return f"{prefix}.\nWrite a long story about a journey across the sea."
         return PromptFactory._text(prefix, self.filler_words)
