@@ -17,6 +17,9 @@ from .profiles import PROFILES, Profile, get_profile
 from .server import ServerRecord, VLLMServer, ensure_server, running_server, serve, stop
 from .settings import Settings
 from .client import connect, Connection
+from .workload import Burst, Closed, Poisson, Workload
+from .results import SLO, RunResult
+from . import article, ceiling, checks, experiments, loadgen, metrics, server
 
 __all__ = [
     "ConfigError", "LabsError", "ModelError", "PortInUse", "ServerAlreadyRunning",
@@ -24,4 +27,6 @@ __all__ = [
     "PROFILES", "Profile", "get_profile",
     "ServerRecord", "VLLMServer", "ensure_server", "running_server", "serve", "stop",
     "Settings", "connect", "Connection",
+    "Burst", "Closed", "Poisson", "Workload", "SLO", "RunResult",
+    "article", "ceiling", "checks", "experiments", "loadgen", "metrics", "server",
 ]

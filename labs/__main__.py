@@ -71,7 +71,9 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _cmd_model(args: argparse.Namespace) -> int:
-    print(embedded.ensure_model(Settings.from_env().models_dir))
+    folder = embedded.ensure_model(Settings.from_env().models_dir,
+                                   log=lambda line: print(line, file=sys.stderr))
+    print(folder)
     return 0
 
 

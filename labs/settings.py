@@ -88,6 +88,13 @@ class Settings:
         return self.home / "models"
 
     @property
+    def results_dir(self) -> Path:
+        """Where notebooks save what they measured (LABS_RESULTS, default ./results in the
+        repository), one file per notebook, to compare with a neighbour's or the article."""
+        default = Path(__file__).resolve().parent.parent / "results"
+        return Path(os.environ.get("LABS_RESULTS", default)).expanduser()
+
+    @property
     def base_url(self) -> str:
         """Root URL of the server (no /v1)."""
         if self.base_url_override:

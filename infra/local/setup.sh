@@ -46,5 +46,4 @@ fi
 
 if [ "$backend" = cpu ]; then
   "$VENV/bin/python" -m labs model >/dev/null
-  say "embedded model ready ($("$VENV/bin/python" -m labs model 2>/dev/null))"
 fi

@@ -1,0 +1,150 @@
+"""The measurements the notebooks make, as functions: one call, one DataFrame.
+
+Each function composes `labs.loadgen` runs into one experiment of the course, returns data
+(never prints or plots), and keeps the raw runs so the notebook can save them. Sizes are
+arguments; notebooks pick CI-sized or full-sized values with `labs.Settings.is_ci_scale`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .client import Connection
+from .loadgen import run_sync, sweep
+from .results import RunResult, save_sweep, sweep_frame
+from .workload import Burst, Closed, Workload
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A table to show and the runs it was computed from (to save and re-analyse)."""
+
+    table: pd.DataFrame
+    runs: tuple[RunResult, ...]
+
+
+def ttft_by_prompt_length(conn: Connection, lengths: Sequence[int], repeats: int = 3,
+                          progress: bool = False) -> Experiment:
+    """TTFT of one request alone, for prompts of several lengths (prefill cost grows)."""
+    runs, rows = [], []
+    for n in lengths:
+        run = run_sync(Closed(1, requests=repeats), Workload(prompt_tokens=n, max_tokens=1),
+                       conn=conn, warmup=1, progress=progress, label=f"prompt {n}")
+        s = run.summary()
+        rows.append({"prompt_tokens": s["prompt_tokens_mean"], "ttft_s_p50": s["ttft_s_p50"],
+                     "prefill_tok_s": (s["prompt_tokens_mean"] / s["ttft_s_p50"]
+                                       if s["ttft_s_p50"] else None)})
+        runs.append(run)
+    return Experiment(pd.DataFrame(rows), tuple(runs))
+
+
+def single_stream_decode(conn: Connection, output_lengths: Sequence[int],
+                         prompt_tokens: int = 32, repeats: int = 2,
+                         progress: bool = False) -> Experiment:
+    """One user alone: decode tok/s (1 / TPOT) at several output lengths."""
+    runs, rows = [], []
+    for n in output_lengths:
+        run = run_sync(Closed(1, requests=repeats),
+                       Workload(prompt_tokens=prompt_tokens, max_tokens=n),
+                       conn=conn, warmup=1, progress=progress, label=f"out {n}")
+        s = run.summary()
+        tpot = s["tpot_s_p50"]
+        rows.append({"output_tokens": n, "tpot_s_p50": tpot,
+                     "decode_tok_s": 1.0 / tpot if tpot else None,
+                     "ttft_s_p50": s["ttft_s_p50"]})
+        runs.append(run)
+    return Experiment(pd.DataFrame(rows), tuple(runs))
+
+
+def concurrency_sweep(conn: Connection, levels: Sequence[int], *, max_tokens: int = 64,
+                      prompt_tokens: int = 128, rounds: int = 2,
+                      progress: bool = True) -> Experiment:
+    """Closed-loop concurrency sweep: at level c, c users each send `rounds` requests."""
+    shapes = [Closed(c, requests=c * rounds) for c in levels]
+    runs = sweep(shapes, Workload(prompt_tokens=prompt_tokens, max_tokens=max_tokens),
+                 conn=conn, progress=progress)
+    table = sweep_frame(runs)
+    return Experiment(table, tuple(runs))
+
+
+def find_cliff(table: pd.DataFrame, min_gain: float = 0.15) -> int | None:
+    """The batching cliff: the first concurrency level where going up buys less than
+    `min_gain` more throughput per doubling of users while p95 TTFT keeps rising.
+
+    Returns the last level *before* the flat step (the best place to operate), or None if
+    throughput never flattens within the sweep.
+    """
+    rows = table.sort_values("concurrency").reset_index(drop=True)
+    for i in range(1, len(rows)):
+        prev, cur = rows.iloc[i - 1], rows.iloc[i]
+        doublings = math.log2(cur["concurrency"] / prev["concurrency"])
+        if doublings <= 0 or not prev["agg_tok_s"]:
+            continue
+        gain_per_doubling = (cur["agg_tok_s"] / prev["agg_tok_s"]) ** (1 / doublings) - 1
+        if gain_per_doubling < min_gain and cur["ttft_s_p95"] > prev["ttft_s_p95"]:
+            return int(prev["concurrency"])
+    return None
+
+
+def static_vs_continuous(conn: Connection, batch_size: int, output_lengths: Sequence[int],
+                         batches: int = 2, prompt_tokens: int = 64,
+                         progress: bool = False) -> Experiment:
+    """Same requests, two schedulers. Static: the client sends `batch_size` requests and
+    waits for the slowest before sending the next batch (a barrier, as a static batcher
+    does). Continuous: `batch_size` users, each sending its next request the moment the
+    last one ends, so the engine refills a slot as soon as it frees up.
+    """
+    workload = Workload(prompt_tokens=prompt_tokens, max_tokens=tuple(output_lengths), seed=7)
+    static_runs = [run_sync(Burst(batch_size), workload, conn=conn, progress=progress,
+                            label=f"static batch {i + 1}") for i in range(batches)]
+    continuous = run_sync(Closed(batch_size, requests=batch_size * batches), workload,
+                          conn=conn, progress=progress, label="continuous")
+    static_tokens = sum(r.summary()["output_tokens"] or 0 for r in static_runs)
+    static_time = sum(r.summary()["duration_s"] or 0 for r in static_runs)
+    c = continuous.summary()
+    table = pd.DataFrame([
+        {"scheduler": "static (client barrier)", "requests": batch_size * batches,
+         "output_tokens": static_tokens, "duration_s": static_time,
+         "agg_tok_s": static_tokens / static_time if static_time else None},
+        {"scheduler": "continuous", "requests": c["requests"], "output_tokens": c["output_tokens"],
+         "duration_s": c["duration_s"], "agg_tok_s": c["agg_tok_s"]},
+    ])
+    return Experiment(table, tuple(static_runs) + (continuous,))
+
+
+def save(name: str, findings: dict[str, object], runs: Sequence[RunResult] = (),
+         results_dir: Path | None = None) -> Path:
+    """Write a notebook's findings (numbers, small tables) to `<results>/<name>.json` and its
+    raw runs beside it, so a learner can compare with a neighbour's machine or re-analyse.
+    """
+    from .settings import Settings
+
+    out_dir = results_dir or Settings.from_env().results_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = runs[0].metadata if runs else {}
+    doc = {
+        "schema_version": 1,
+        "notebook": name,
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": meta.get("model"), "vllm_version": meta.get("vllm_version"),
+        "hardware": meta.get("hardware"), "profile": meta.get("profile"),
+        "findings": {k: _jsonable(v) for k, v in findings.items()},
+    }
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    if runs:
+        save_sweep(list(runs), out_dir / f"{name}-runs.json")
+    return path
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, pd.DataFrame):
+        return value.astype(object).where(value.notna(), None).to_dict(orient="records")
+    return value

@@ -1,0 +1,73 @@
+"""The course's plots. Each one is labelled with units and with where it was measured."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+
+def where(meta: Mapping[str, Any]) -> str:
+    """'SmolLM2-135M-Instruct · vLLM 0.32.0 · Linux x86_64, 2 x AMD EPYC' from run metadata."""
+    parts = [meta.get("model"), f"vLLM {meta['vllm_version']}" if meta.get("vllm_version") else None,
+             meta.get("hardware")]
+    return " · ".join(str(p) for p in parts if p)
+
+
+def _figure(title: str, meta: Mapping[str, Any], ncols: int = 1) -> tuple[Figure, list[Axes]]:
+    fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 4), squeeze=False)
+    fig.suptitle(title, fontsize=12)
+    fig.text(0.5, 0.005, where(meta), ha="center", fontsize=8, color="gray")
+    return fig, list(axes[0])
+
+
+def ttft_by_prompt(table: pd.DataFrame, meta: Mapping[str, Any]) -> Figure:
+    fig, (ax,) = _figure("One request alone: TTFT grows with the prompt", meta)
+    ax.plot(table["prompt_tokens"], table["ttft_s_p50"] * 1000, "o-")
+    ax.set_xlabel("prompt length (tokens)")
+    ax.set_ylabel("TTFT, median (ms)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
+def decode_vs_ceiling(table: pd.DataFrame, ceiling_tok_s: float,
+                      meta: Mapping[str, Any]) -> Figure:
+    fig, (ax,) = _figure("Single-stream decode against the bandwidth ceiling", meta)
+    ax.axhline(ceiling_tok_s, color="tab:red", ls="--",
+               label=f"ceiling: bandwidth / weight bytes = {ceiling_tok_s:.0f} tok/s")
+    ax.plot(table["output_tokens"], table["decode_tok_s"], "o-", label="measured (1 / TPOT)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("output length (tokens)")
+    ax.set_ylabel("decode speed, one stream (tok/s)")
+    ax.set_ylim(0, ceiling_tok_s * 1.15)
+    ax.legend(loc="lower left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
+def batching_sweep(table: pd.DataFrame, meta: Mapping[str, Any],
+                   cliff: int | None = None) -> Figure:
+    fig, (ax1, ax2) = _figure("Continuous batching: throughput, per-user speed and tail TTFT",
+                              meta, ncols=2)
+    c = table["concurrency"]
+    ax1.plot(c, table["agg_tok_s"], "o-", label="aggregate")
+    ax1.plot(c, table["per_user_tok_s"], "s--", label="per user")
+    ax1.set_ylabel("output tok/s")
+    ax2.plot(c, table["ttft_s_p95"], "o-", color="tab:red", label="p95 TTFT")
+    ax2.plot(c, table["ttft_s_p50"], ".--", color="tab:orange", label="p50 TTFT")
+    ax2.set_ylabel("TTFT (s)")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent users")
+        if cliff:
+            ax.axvline(cliff, color="gray", ls=":", label=f"cliff at {cliff} users")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+    return fig
