@@ -64,10 +64,12 @@ def single_stream_decode(conn: Connection, output_lengths: Sequence[int],
 
 
 def concurrency_sweep(conn: Connection, levels: Sequence[int], *, max_tokens: int = 64,
-                      prompt_tokens: int = 128, rounds: int = 2,
+                      prompt_tokens: int | None = None, rounds: int = 2,
                       progress: bool = True) -> Experiment:
-    """Closed-loop concurrency sweep: at level c, c users each send `rounds` requests."""
-    shapes = [Closed(c, requests=c * rounds) for c in levels]
+    """Closed-loop concurrency sweep: at level c, c users each send `rounds` requests (at
+    least 4 requests per level). Short prompts by default, so the work measured is decode:
+    with long prompts on a CPU, prefill dominates and hides the batching gain."""
+    shapes = [Closed(c, requests=max(c * rounds, 4)) for c in levels]
     runs = sweep(shapes, Workload(prompt_tokens=prompt_tokens, max_tokens=max_tokens),
                  conn=conn, progress=progress)
     table = sweep_frame(runs)

@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 
 
 def where(meta: Mapping[str, Any]) -> str:
@@ -42,6 +43,7 @@ def decode_vs_ceiling(table: pd.DataFrame, ceiling_tok_s: float,
                label=f"ceiling: bandwidth / weight bytes = {ceiling_tok_s:.0f} tok/s")
     ax.plot(table["output_tokens"], table["decode_tok_s"], "o-", label="measured (1 / TPOT)")
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_xlabel("output length (tokens)")
     ax.set_ylabel("decode speed, one stream (tok/s)")
     ax.set_ylim(0, ceiling_tok_s * 1.15)
@@ -64,6 +66,7 @@ def batching_sweep(table: pd.DataFrame, meta: Mapping[str, Any],
     ax2.set_ylabel("TTFT (s)")
     for ax in (ax1, ax2):
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.set_xlabel("concurrent users")
         if cliff:
             ax.axvline(cliff, color="gray", ls=":", label=f"cliff at {cliff} users")

@@ -395,15 +395,22 @@ def stop(settings: Settings | None = None) -> ServerRecord | None:
 
 
 def ensure_server(profile: str = DEFAULT_PROFILE, settings: Settings | None = None,
-                  timeout_s: float | None = None) -> ServerRecord:
+                  timeout_s: float | None = None) -> ServerRecord | None:
     """The server a notebook needs: reuse the running one if it has `profile`, else
     restart this port's server with `profile`.
+
+    With LABS_BASE_URL set (a server somebody else runs, e.g. on a cluster) there is nothing
+    to start or restart here: returns None, and the caller uses that server as it is.
 
     The new server is detached and recorded in the pid file, like `python -m labs serve`:
     whoever owns this port (`make lab`, the test session, `python -m labs stop`) stops it.
     """
     settings = settings or Settings.from_env()
     get_profile(profile)
+    if settings.base_url_override:
+        print(f"LABS_BASE_URL is set: using {settings.base_url} as it is (its profile and log "
+              "are wherever it runs)", file=sys.stderr)
+        return None
     record = running_server(settings)
     if record and record.profile == profile:
         return record
