@@ -17,6 +17,8 @@ import pytest
 os.environ.setdefault("LABS_PORT", "8100")
 # Solutions must pass their own check cells (labs.checks raises instead of printing a cross).
 os.environ["LABS_STRICT_CHECKS"] = "1"
+# Nobody watches a notebook under nbmake: no live widgets, static plots only.
+os.environ["LABS_HEADLESS"] = "1"
 
 import labs  # noqa: E402  (after LABS_PORT is set)
 from labs import server as _server  # noqa: E402
