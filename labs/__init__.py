@@ -30,3 +30,7 @@ __all__ = [
     "Burst", "Closed", "Poisson", "Workload", "SLO", "RunResult",
     "article", "ceiling", "checks", "experiments", "loadgen", "metrics", "server",
 ]
+
+from .notebook import install as _install_notebook_errors
+
+_install_notebook_errors()
