@@ -18,8 +18,8 @@ import pandas as pd
 
 from .client import Connection
 from .loadgen import run_sync, sweep
-from .results import RunResult, save_sweep, sweep_frame
-from .workload import Burst, Closed, Workload
+from .results import SLO, RunResult, save_sweep, sweep_frame
+from .workload import Burst, Closed, Shape, Workload
 
 
 @dataclass(frozen=True)
@@ -150,3 +150,90 @@ def _jsonable(value: object) -> object:
     if isinstance(value, pd.DataFrame):
         return value.astype(object).where(value.notna(), None).to_dict(orient="records")
     return value
+
+
+# --------------------------------------------------------------------------------------------
+# Notebook 05: admission control
+
+
+def admission_table(results: dict[str, RunResult], slo: SLO) -> pd.DataFrame:
+    """One row per setup: what its served requests saw, what it refused, and how."""
+    rows = {}
+    for label, run in results.items():
+        s = run.summary(slo)
+        shed = [r for r in run.records if r.error_kind == "shed"]
+        rows[label] = {
+            "offered": s["requests"], "served": s["ok"], "shed": s["shed"],
+            "other_errors": sum(s["errors"].values()) - s["shed"],
+            "ttft_p50_s": s["ttft_s_p50"], "ttft_p95_s": s["ttft_s_p95"],
+            "e2e_p50_s": s["e2e_s_p50"], "e2e_p95_s": s["e2e_s_p95"],
+            "time_to_503_p50_ms": _ms(s["time_to_shed_s_p50"]),
+            "time_to_503_max_ms": _ms(s["time_to_shed_s_max"]),
+            "retry_after_on_every_503": all(r.retry_after_s for r in shed) if shed else None,
+            "goodput_rps": s["goodput_rps"], "throughput_tok_s": s["agg_tok_s"],
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+def plot_admission(table: pd.DataFrame, baseline_ttft_s: float, meta: dict[str, object]):
+    """p95 TTFT of served requests (against the baseline) and what was shed, per setup."""
+    import matplotlib.pyplot as plt
+
+    from .plots import where
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+    fig.suptitle("One overload, four setups", fontsize=12)
+    labels = list(table.index)
+    ax1.bar(labels, table["ttft_p95_s"], color="tab:red", alpha=0.8, label="p95")
+    ax1.bar(labels, table["ttft_p50_s"], color="tab:orange", label="p50")
+    ax1.axhline(baseline_ttft_s, color="black", ls="--", label="unloaded baseline")
+    ax1.axhline(2 * baseline_ttft_s, color="gray", ls=":", label="2x baseline")
+    ax1.set_ylabel("TTFT of served requests (s)")
+    ax1.set_yscale("log")
+    ax1.legend()
+    ax2.bar(labels, table["served"], label="served (200)")
+    ax2.bar(labels, table["shed"], bottom=table["served"], label="shed (503)")
+    ax2.set_ylabel("requests")
+    ax2.legend()
+    for ax in (ax1, ax2):
+        ax.tick_params(axis="x", labelrotation=15)
+        ax.grid(alpha=0.3, axis="y")
+    fig.text(0.5, 0.005, where(meta), ha="center", fontsize=8, color="gray")
+    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+    return fig
+
+
+def run_through_gateway(max_in_flight: int, max_queue: int, shape: Shape, workload: Workload,
+                        *, max_queue_wait_s: float = 30.0) -> RunResult:
+    """Start a gateway with these limits in front of the running gateway profile's engine,
+    on a free port, run `shape` through it, and stop it again."""
+    import socket
+    import tempfile
+
+    from . import gateway as gw
+    from .client import connect
+    from .errors import ConfigError
+    from .server import running_server
+    from .settings import Settings
+
+    record = running_server()
+    if record is None or record.engine_url is None:
+        raise ConfigError("start the `gateway` profile first: labs.ensure_server('gateway').")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = gw.GatewayConfig(upstream=record.engine_url, max_in_flight=max_in_flight,
+                              max_queue=max_queue, max_queue_wait_s=max_queue_wait_s)
+    log = Path(tempfile.gettempdir()) / f"labs-gateway-{port}.log"
+    proc = gw.start_gateway_process(config, port, log)
+    try:
+        gw.wait_gateway_healthy(f"http://127.0.0.1:{port}", 30, proc=proc, log_path=log)
+        conn = connect(Settings.from_env(base_url_override=f"http://127.0.0.1:{port}"))
+        return run_sync(shape, workload, conn=conn, warmup=1, progress=False,
+                        label=f"gateway N={max_in_flight} M={max_queue}")
+    finally:
+        gw.stop_gateway_process(proc)

@@ -427,7 +427,7 @@ class _Session:
         self.own_client = client is None
         self.client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None))
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
         self.count_tokens = count_tokens
         self.counter_note = "injected" if count_tokens else None
         self.factory: PromptFactory | None = None

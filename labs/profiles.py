@@ -39,12 +39,20 @@ class Profile:
     summary: str
     engine_flags: tuple[str, ...] = ()
     cpu_flags: tuple[str, ...] = ()
+    # Flags of `python -m labs.gateway` when the profile puts the course gateway in front of
+    # the engine (None: no gateway). The gateway takes the public port; the engine the next.
+    gateway_flags: tuple[str, ...] | None = None
+    gateway_cpu_flags: tuple[str, ...] | None = None
 
     def flags(self, backend: str) -> tuple[str, ...]:
         """Engine flags beyond the five base flags, for `cpu` or `gpu`."""
         if backend == "gpu":
             return self.engine_flags
         return CPU_BASE_FLAGS + self.cpu_flags
+
+    def gateway(self, backend: str) -> tuple[str, ...] | None:
+        """Gateway flags for `cpu` or `gpu`, or None when this profile has no gateway."""
+        return self.gateway_flags if backend == "gpu" else self.gateway_cpu_flags
 
 
 _BOUNDED_GPU = ("--max-num-seqs=8", "--max-model-len=8192")
@@ -74,6 +82,18 @@ PROFILES: dict[str, Profile] = {
             "bounded, plus vLLM's own admission control (503 when the queue is full)",
             engine_flags=_BOUNDED_GPU + ("--max-num-queued-reqs=16",),
             cpu_flags=_BOUNDED_CPU + ("--max-num-queued-reqs=8",),
+        ),
+        Profile(
+            "gateway",
+            "the bounded engine behind the course gateway: a bounded FIFO that sheds with 503",
+            engine_flags=_BOUNDED_GPU,
+            cpu_flags=_BOUNDED_CPU,
+            # N = the engine's max-num-seqs, so the engine itself never queues; prompts are
+            # checked against max-model-len minus room for the answer.
+            gateway_flags=("--max-in-flight=8", "--max-queue=16", "--max-queue-wait-s=30",
+                           "--retry-after-s=2", "--max-prompt-tokens=7168"),
+            gateway_cpu_flags=("--max-in-flight=4", "--max-queue=4", "--max-queue-wait-s=10",
+                               "--retry-after-s=2", "--max-prompt-tokens=1024"),
         ),
     )
 }

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from pathlib import Path
 
@@ -65,10 +65,19 @@ class ServerRecord:
     model_path: str
     log_path: str
     started_at: float
+    # With a gateway profile: the gateway answers on base_url, the engine on engine_url.
+    engine_url: str | None = None
+    gateway_pid: int | None = None
+    gateway_log_path: str | None = None
 
     @property
     def api_url(self) -> str:
         return self.base_url + "/v1"
+
+    @property
+    def metrics_url(self) -> str:
+        """Where the *engine's* /metrics is (behind a gateway, not the public URL)."""
+        return self.engine_url or self.base_url
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,6 +112,15 @@ def engine_command(profile: Profile, settings: Settings, model_path: str) -> lis
     return base + list(profile.flags(settings.backend))
 
 
+def gateway_command(profile: Profile, settings: Settings, upstream: str) -> list[str]:
+    """`python -m labs.gateway` on the public port, in front of the engine at `upstream`."""
+    flags = profile.gateway(settings.backend)
+    if flags is None:
+        raise ConfigError(f"profile {profile.name!r} has no gateway.")
+    return [sys.executable, "-m", "labs.gateway", f"--upstream={upstream}", *flags,
+            f"--host={settings.host}", f"--port={settings.port}"]
+
+
 def engine_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -129,8 +147,9 @@ def log_path(settings: Settings) -> Path:
     return settings.run_dir / "server.log"
 
 
-def _is_vllm_process(pid: int) -> bool:
-    """Is `pid` alive and a vLLM API server? (Guards against a recycled pid.)"""
+def _is_vllm_process(pid: int, module: str = API_SERVER_MODULE) -> bool:
+    """Is `pid` alive and running `module` (the vLLM API server, or the gateway)?
+    Guards against signalling a recycled pid that now belongs to somebody else."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -140,7 +159,7 @@ def _is_vllm_process(pid: int) -> bool:
     cmdline = Path(f"/proc/{pid}/cmdline")
     if cmdline.exists():
         try:
-            return API_SERVER_MODULE in cmdline.read_bytes().decode(errors="replace")
+            return module in cmdline.read_bytes().decode(errors="replace")
         except OSError:
             return False
     return True  # no /proc (macOS): trust the pid file, the process is alive
@@ -158,6 +177,9 @@ def running_server(settings: Settings | None = None) -> ServerRecord | None:
         path.unlink(missing_ok=True)
         return None
     if _is_vllm_process(record.pid):
+        if record.gateway_pid is not None and not _is_vllm_process(record.gateway_pid,
+                                                                    "labs.gateway"):
+            record = replace(record, gateway_pid=None)  # do not signal a recycled pid
         return record
     path.unlink(missing_ok=True)
     return None
@@ -205,6 +227,7 @@ def wait_healthy(
     alive: Callable[[], bool] = lambda: True,
     log: Path | None = None,
     progress: bool = True,
+    what: str = "vLLM",
 ) -> float:
     """Poll GET /health until 200; return the seconds it took.
 
@@ -220,25 +243,25 @@ def wait_healthy(
             try:
                 if client.get(base_url + "/health").status_code == 200:
                     if progress:
-                        print(f"\rvLLM is ready at {base_url} after {elapsed:.0f} s" + " " * 10,
+                        print(f"\r{what} is ready at {base_url} after {elapsed:.0f} s" + " " * 10,
                               file=sys.stderr)
                     return elapsed
             except httpx.HTTPError:
                 pass
             if not alive():
                 raise ServerDied(
-                    f"the vLLM server exited during start-up after {elapsed:.0f} s; see "
+                    f"{what} exited during start-up after {elapsed:.0f} s; see "
                     f"{log} for the whole log.",
                     log_tail(log) if log else "",
                 )
             if elapsed > timeout_s:
                 raise ServerStartTimeout(
-                    f"vLLM did not answer {base_url}/health within {timeout_s:.0f} s; it may "
+                    f"{what} did not answer {base_url}/health within {timeout_s:.0f} s; it may "
                     f"still be loading (look at {log}), or raise the timeout."
                 )
             if progress and (interactive or elapsed - last_note >= 10):
                 end = "" if interactive else "\n"
-                print(f"\rwaiting for vLLM at {base_url} ... {elapsed:3.0f} s (log: {log})",
+                print(f"\rwaiting for {what} at {base_url} ... {elapsed:3.0f} s (log: {log})",
                       end=end, file=sys.stderr, flush=True)
                 last_note = elapsed
             time.sleep(0.5)
@@ -273,6 +296,7 @@ class VLLMServer:
         self.detach = detach
         self.record: ServerRecord | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._gateway: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, timeout_s: float | None = None, progress: bool = True) -> "VLLMServer":
@@ -285,11 +309,16 @@ class VLLMServer:
                 f"a vLLM server (profile {existing.profile}, pid {existing.pid}) is already "
                 f"running at {existing.base_url}; use it, or stop it with `python -m labs stop`."
             )
+        gateway_flags = self.profile.gateway(s.backend)
+        # Behind a gateway the engine takes the next port and the gateway the public one.
+        engine_settings = replace(s, port=s.port + 1) if gateway_flags else s
         check_port_free(s.host, s.port)
+        if gateway_flags:
+            check_port_free(s.host, engine_settings.port)
         model_path = self._model_path()
         s.run_dir.mkdir(parents=True, exist_ok=True)
         log = log_path(s)
-        cmd = engine_command(self.profile, s, model_path)
+        cmd = engine_command(self.profile, engine_settings, model_path)
         with log.open("wb") as log_file:
             log_file.write(("$ " + " ".join(cmd) + "\n").encode())
             log_file.flush()
@@ -301,27 +330,52 @@ class VLLMServer:
             pid=self._proc.pid, pgid=self._proc.pid, profile=self.profile.name,
             backend=s.backend, base_url=s.base_url, served_model=served_model_name(s),
             model_path=model_path, log_path=str(log), started_at=time.time(),
+            engine_url=engine_settings.base_url if gateway_flags else None,
         )
-        _record_path(s).write_text(json.dumps(asdict(self.record), indent=2))
+        self._write_record()
         self.state = State.RUNNING
         if not self.detach:
             atexit.register(self.stop)
         try:
             wait_healthy(
-                s.base_url, timeout_s or default_start_timeout(s.backend),
+                engine_settings.base_url, timeout_s or default_start_timeout(s.backend),
                 alive=lambda: self._proc is not None and self._proc.poll() is None,
                 log=log, progress=progress,
             )
+            if gateway_flags:
+                self._start_gateway(engine_settings.base_url, progress)
         except BaseException:
             self.stop()
             raise
         return self
 
+    def _write_record(self) -> None:
+        assert self.record is not None
+        _record_path(self.settings).write_text(json.dumps(asdict(self.record), indent=2))
+
+    def _start_gateway(self, upstream: str, progress: bool) -> None:
+        s = self.settings
+        glog = s.run_dir / "gateway.log"
+        cmd = gateway_command(self.profile, s, upstream)
+        with glog.open("wb") as log_file:
+            log_file.write(("$ " + " ".join(cmd) + "\n").encode())
+            log_file.flush()
+            self._gateway = subprocess.Popen(
+                cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+            )
+        assert self.record is not None
+        self.record = replace(self.record, gateway_pid=self._gateway.pid,
+                              gateway_log_path=str(glog))
+        self._write_record()
+        wait_healthy(s.base_url, 60.0, alive=lambda: self._gateway.poll() is None,
+                     log=glog, progress=progress, what="the gateway")
+
     def stop(self) -> None:
         """Stop the whole process group: SIGTERM, then SIGKILL after a grace period."""
         if self.state is not State.RUNNING or self.record is None:
             return
-        stop_group(self.record, self._proc)
+        stop_group(self.record, self._proc, self._gateway)
         _record_path(self.settings).unlink(missing_ok=True)
         self.state = State.STOPPED
 
@@ -350,21 +404,29 @@ class VLLMServer:
                 f"url={self.base_url!r})")
 
 
-def stop_group(record: ServerRecord, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """SIGTERM the server's process group, wait, SIGKILL whatever is left."""
+def stop_group(record: ServerRecord, proc: subprocess.Popen[bytes] | None = None,
+               gateway: subprocess.Popen[bytes] | None = None) -> None:
+    """Stop the gateway (if any), then the engine: SIGTERM each process group, wait, SIGKILL
+    whatever is left. The gateway goes first so no new request reaches a dying engine."""
+    if record.gateway_pid is not None:
+        _stop_pgid(record.gateway_pid, gateway)
+    _stop_pgid(record.pgid, proc)
+
+
+def _stop_pgid(pgid: int, proc: subprocess.Popen[bytes] | None) -> None:
     try:
-        os.killpg(record.pgid, signal.SIGTERM)
+        os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + STOP_GRACE_S
     while time.monotonic() < deadline:
         if proc is not None:
             proc.poll()  # reap our own child so the group can empty
-        if not _group_alive(record.pgid):
+        if not _group_alive(pgid):
             return
         time.sleep(0.2)
     try:
-        os.killpg(record.pgid, signal.SIGKILL)
+        os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     if proc is not None:
