@@ -15,6 +15,8 @@ import os
 import pytest
 
 os.environ.setdefault("LABS_PORT", "8100")
+# Tests run the notebooks at CI size (the same code as the full-size run a learner gets).
+os.environ.setdefault("LABS_SCALE", "ci")
 # Solutions must pass their own check cells (labs.checks raises instead of printing a cross).
 os.environ["LABS_STRICT_CHECKS"] = "1"
 # Nobody watches a notebook under nbmake: no live widgets, static plots only.
