@@ -1,0 +1,113 @@
+"""The gateway in front of the real vLLM server, where the engine's behaviour is the point.
+
+- A client that goes away mid-stream must free its engine slot: the gateway closes the
+  upstream request, vLLM aborts it, and `vllm:num_requests_running` falls back to zero.
+- 20x overload for a minute (LABS_OVERLOAD_S, default 60): every request ends as a complete
+  answer or a 503 with Retry-After; nothing is lost, nothing hangs, and the gateway's own
+  counters agree with what the client saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import labs
+from labs import gateway as gw
+from labs import loadgen
+from labs.metrics import Snapshot, scrape
+
+pytestmark = pytest.mark.server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def engine(live: labs.Connection) -> labs.Connection:
+    """The engine itself, even when the session's server runs behind its own gateway."""
+    record = labs.running_server()
+    if record is None or record.engine_url is None:
+        return live
+    return labs.connect(labs.Settings.from_env(base_url_override=record.engine_url))
+
+
+@pytest.fixture
+def gateway_url(engine: labs.Connection, tmp_path: Path) -> Iterator[str]:
+    port = _free_port()
+    config = gw.GatewayConfig(upstream=engine.base_url, max_in_flight=4, max_queue=4,
+                              max_queue_wait_s=5.0)
+    proc = gw.start_gateway_process(config, port, tmp_path / "gateway.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        gw.wait_gateway_healthy(url, 30, proc=proc, log_path=tmp_path / "gateway.log")
+        yield url
+    finally:
+        gw.stop_gateway_process(proc)
+
+
+def _running(engine: labs.Connection) -> float:
+    return scrape(engine.base_url).running
+
+
+def test_disconnect_mid_stream_frees_the_engine_slot(engine: labs.Connection,
+                                                     gateway_url: str) -> None:
+    body = {"model": engine.model, "max_tokens": 1000, "ignore_eos": True, "stream": True,
+            "messages": [{"role": "user", "content": "Count to a million."}]}
+    with httpx.Client(timeout=60, headers=engine.headers) as client:
+        with client.stream("POST", gateway_url + "/v1/chat/completions", json=body) as resp:
+            assert resp.status_code == 200
+            chunks = 0
+            for _ in resp.iter_raw():
+                chunks += 1
+                if chunks >= 5:
+                    break
+            assert _running(engine) >= 1, "the request should be running in the engine"
+        # leaving the block closes the connection mid-stream
+    deadline = time.monotonic() + 20
+    while _running(engine) > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _running(engine) == 0, "vLLM kept generating for a client that left"
+    gateway_metrics = Snapshot.parse(httpx.get(gateway_url + "/metrics").text)
+    assert gateway_metrics.value("gateway_in_flight") == 0
+
+
+def test_twenty_times_overload_loses_nothing(engine: labs.Connection, gateway_url: str) -> None:
+    duration_s = float(os.environ.get("LABS_OVERLOAD_S", "60"))
+    workload = labs.Workload(max_tokens=16)
+    # Capacity: 4 slots; measure one request's time alone to size 20x the capacity.
+    one = loadgen.run_sync(labs.Closed(1, requests=2), workload, conn=engine, progress=False)
+    capacity_rps = 4 / one.summary()["e2e_s_p50"]
+    offered_rps = 20 * capacity_rps
+    conn = labs.connect(labs.Settings.from_env(base_url_override=gateway_url))
+
+    async def go() -> labs.RunResult:
+        return await asyncio.wait_for(loadgen.run(
+            labs.Poisson(offered_rps, duration_s=duration_s, seed=3), workload, conn=conn,
+            progress=False, timeout_s=120), timeout=duration_s + 180)
+
+    result = asyncio.run(go())
+    records = result.records
+    ok = [r for r in records if r.ok]
+    shed = [r for r in records if r.error_kind == "shed"]
+    assert len(ok) + len(shed) == len(records), {r.error_kind for r in records if not r.ok}
+    assert all(r.completion_tokens == 16 for r in ok), "an admitted answer came back short"
+    assert all(r.status == 503 and r.retry_after_s for r in shed)
+    assert len(shed) > len(ok) > 0
+    counters = Snapshot.parse(httpx.get(gateway_url + "/metrics").text)
+    admitted = counters.value("gateway_admitted_total")
+    refused = sum(counters.value("gateway_shed_total", reason=r)
+                  for r in ("queue_full", "queue_timeout"))
+    assert admitted == len(ok) and admitted + refused == len(records)
+    assert counters.value("gateway_in_flight") == 0 and counters.value("gateway_queue_depth") == 0
+    assert _running(engine) == 0
