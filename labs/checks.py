@@ -40,17 +40,25 @@ def missing(name: str, value: object) -> Verdict | None:
     return None
 
 
-def close_to(name: str, value: object, expected: float, *, rel: float = 0.05,
-             why: str = "") -> Verdict:
-    """`value` within `rel` (relative) of `expected`."""
+def _number(name: str, value: object) -> float | Verdict:
+    """The answer as a finite float, or the Verdict that says why it is not one."""
     if (v := missing(name, value)) is not None:
-        return report(v)
+        return v
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return report(Verdict(False, f"`{name}` should be a number, got {value!r}."))
+        return Verdict(False, f"`{name}` should be a number, got {value!r}.")
     if not math.isfinite(number):
-        return report(Verdict(False, f"`{name}` is {number}; it should be a finite number."))
+        return Verdict(False, f"`{name}` is {number}; it should be a finite number.")
+    return number
+
+
+def close_to(name: str, value: object, expected: float, *, rel: float = 0.05,
+             why: str = "") -> Verdict:
+    """`value` within `rel` (relative) of `expected`."""
+    number = _number(name, value)
+    if isinstance(number, Verdict):
+        return report(number)
     if math.isclose(number, expected, rel_tol=rel):
         return report(Verdict(True, f"`{name}` = {number:,.4g}: right (expected {expected:,.4g})."))
     hint = f" {why}" if why else ""
@@ -61,12 +69,9 @@ def close_to(name: str, value: object, expected: float, *, rel: float = 0.05,
 def within_factor(name: str, value: object, measured: float, *, factor: float = 2.0,
                   what: str = "the measurement") -> Verdict:
     """A prediction is good when it lands within `factor` of what was measured."""
-    if (v := missing(name, value)) is not None:
-        return report(v)
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return report(Verdict(False, f"`{name}` should be a number, got {value!r}."))
+    number = _number(name, value)
+    if isinstance(number, Verdict):
+        return report(number)
     if number > 0 and measured / factor <= number <= measured * factor:
         return report(Verdict(True, f"your prediction {number:,.4g} is within {factor:g}x of "
                                     f"{what} ({measured:,.4g})."))

@@ -62,7 +62,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from .errors import ConfigError, GatewayError, PortInUse
-from .server import check_port_free, log_tail
+from .server import check_port_free, log_tail, spawn_logged
 
 logger = logging.getLogger(__name__)
 
@@ -764,13 +764,7 @@ def start_gateway_process(config: GatewayConfig, port: int, log_path: str | Path
     root = str(Path(__file__).resolve().parent.parent)  # importable from a bare checkout too
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        log.write(("$ " + " ".join(cmd) + "\n").encode())
-        log.flush()
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    return spawn_logged(cmd, Path(log_path), env)
 
 
 def wait_gateway_healthy(url: str, timeout_s: float, *,

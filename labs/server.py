@@ -147,6 +147,17 @@ def log_path(settings: Settings) -> Path:
     return settings.run_dir / "server.log"
 
 
+def spawn_logged(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start `cmd` in its own session (so its whole process group can be stopped), with the
+    command line and then all its output in `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as log_file:
+        log_file.write(("$ " + " ".join(cmd) + "\n").encode())
+        log_file.flush()
+        return subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+
+
 def _is_vllm_process(pid: int, module: str = API_SERVER_MODULE) -> bool:
     """Is `pid` alive and running `module` (the vLLM API server, or the gateway)?
     Guards against signalling a recycled pid that now belongs to somebody else."""
@@ -319,13 +330,7 @@ class VLLMServer:
         s.run_dir.mkdir(parents=True, exist_ok=True)
         log = log_path(s)
         cmd = engine_command(self.profile, engine_settings, model_path)
-        with log.open("wb") as log_file:
-            log_file.write(("$ " + " ".join(cmd) + "\n").encode())
-            log_file.flush()
-            self._proc = subprocess.Popen(
-                cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=engine_env(s), start_new_session=True,
-            )
+        self._proc = spawn_logged(cmd, log, engine_env(s))
         self.record = ServerRecord(
             pid=self._proc.pid, pgid=self._proc.pid, profile=self.profile.name,
             backend=s.backend, base_url=s.base_url, served_model=served_model_name(s),
@@ -357,13 +362,7 @@ class VLLMServer:
         s = self.settings
         glog = s.run_dir / "gateway.log"
         cmd = gateway_command(self.profile, s, upstream)
-        with glog.open("wb") as log_file:
-            log_file.write(("$ " + " ".join(cmd) + "\n").encode())
-            log_file.flush()
-            self._gateway = subprocess.Popen(
-                cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
-            )
+        self._gateway = spawn_logged(cmd, glog, {**os.environ, "PYTHONUNBUFFERED": "1"})
         assert self.record is not None
         self.record = replace(self.record, gateway_pid=self._gateway.pid,
                               gateway_log_path=str(glog))
