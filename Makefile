@@ -17,7 +17,7 @@ lab: setup
 	$(PY) -m labs lab
 
 test: setup
-	$(PY) -m pytest tests solutions --nbmake --nbmake-timeout=900 -p no:cacheprovider
+	$(PY) -m pytest tests solutions --nbmake --nbmake-timeout=900 -p no:cacheprovider --durations=10
 
 serve: setup
 	$(PY) -m labs serve --profile $${PROFILE:-naive}
