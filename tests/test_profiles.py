@@ -56,3 +56,22 @@ def test_cpu_env_binds_threads_and_goes_offline() -> None:
     assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
     assert env["VLLM_CPU_OMP_THREADS_BIND"]
     assert env["HF_HUB_OFFLINE"] == "1"
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_gateway_never_lets_more_in_than_the_engine_runs(backend: str) -> None:
+    profile = PROFILES["gateway"]
+    engine = _flag_values(profile.flags(backend))
+    gateway = _flag_values(profile.gateway(backend) or ())
+    assert int(gateway["max-in-flight"]) <= int(engine["max-num-seqs"])
+    assert int(gateway["max-prompt-tokens"]) < int(engine["max-model-len"])
+    assert PROFILES["bounded"].gateway(backend) is None
+
+
+def test_gateway_command_points_at_the_engine_port() -> None:
+    settings = labs.Settings.from_env(backend="cpu", port=8100)
+    cmd = server.gateway_command(PROFILES["gateway"], settings, "http://127.0.0.1:8101")
+    assert cmd[1:3] == ["-m", "labs.gateway"]
+    assert "--upstream=http://127.0.0.1:8101" in cmd and "--port=8100" in cmd
+    with pytest.raises(labs.ConfigError):
+        server.gateway_command(PROFILES["naive"], settings, "http://127.0.0.1:8101")
