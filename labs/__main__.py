@@ -7,6 +7,7 @@ command exits 1 (2 for bad usage, as argparse does). Nothing else prints a trace
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -60,8 +61,11 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         record = started = server.serve(args.profile)
     print(f"lab: vLLM at {record.api_url} (log {record.log_path}); opening JupyterLab. "
           "Ctrl-C here stops both.", file=sys.stderr)
+    cmd = [sys.executable, "-m", "jupyter", "lab", "notebooks"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # workshop VMs and containers often run as root
     try:
-        return subprocess.call([sys.executable, "-m", "jupyter", "lab", "notebooks"])
+        return subprocess.call(cmd)
     except KeyboardInterrupt:
         return 0
     finally:
