@@ -59,6 +59,10 @@ from .workload import (
 )
 
 DEFAULT_TIMEOUT_S = 600.0
+# Let idle connections go well before the server does (vLLM's uvicorn: 5 s, httpx's default is
+# also 5 s): a request sent on a connection the server is closing at that instant dies as a
+# bare connection reset, which would count as lost here.
+KEEPALIVE_EXPIRY_S = 2.0
 # Filler lengths measured with a server's /tokenize, per (base_url, model): a notebook that
 # runs many small loads measures each prompt length once.
 _FILLER_CACHE: dict[tuple[str, str], dict[tuple[str, int], int]] = {}
@@ -427,7 +431,8 @@ class _Session:
         self.own_client = client is None
         self.client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64,
+                                keepalive_expiry=KEEPALIVE_EXPIRY_S))
         self.count_tokens = count_tokens
         self.counter_note = "injected" if count_tokens else None
         self.factory: PromptFactory | None = None
