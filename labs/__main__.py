@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from . import embedded, server
+from .card import add_cli as _add_card_cli
 from .ceiling import add_cli as _add_ceiling_cli
 from .loadgen import add_cli as _add_bench_cli
 from .errors import LabsError
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                      ).set_defaults(func=_cmd_profiles)
     _add_bench_cli(verbs)
     _add_ceiling_cli(verbs)
+    _add_card_cli(verbs)
     return parser
 
 

@@ -14,7 +14,8 @@ notebook shows it without a wall of traceback (see `labs.notebook`).
     │   └── ServerNotRunning   a client found nothing at the URL
     ├── ModelError
     │   └── DiskSpaceError
-    └── GatewayError
+    ├── GatewayError
+    └── ResultsError           no saved results where the results card looks for them
 """
 
 from __future__ import annotations
@@ -64,3 +65,7 @@ class DiskSpaceError(ModelError):
 
 class GatewayError(LabsError):
     pass
+
+
+class ResultsError(LabsError):
+    """Saved results that cannot be found or read (the results card, `python -m labs card`)."""
