@@ -14,6 +14,15 @@ ways and the difference.
 `--stub` starts a vLLM-shaped fake (this file, `--serve-stub PORT`) in a subprocess: it
 streams `max_tokens` chunks with a fixed TTFT and gap, so the difference is the gateway's alone.
 A benchmark, not a test: it prints numbers and passes or fails nothing.
+
+On a machine with few cores, give the gateway a core of its own, or you measure CPU
+contention instead of the hop: vLLM's CPU build binds its OpenMP threads to every core it may
+use, and any other busy process (the gateway relaying each token) stalls a whole decode step.
+Measured on 2 cores: +18 ms with everything sharing both cores, within noise (about -8 to +6 ms
+per round) with the engine on core 0 and the client and gateway on core 1:
+
+    taskset -c 0 python -m labs serve
+    taskset -c 1 python benchmarks/gateway_overhead.py --rounds 6
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import asyncio
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -214,6 +224,7 @@ def measure(upstream: Upstream, gateway_url: str, requests: int, max_tokens: int
 
     workload = Workload(max_tokens=max_tokens)  # a one-line prompt: the hop, not prefill
     ttft: dict[str, list[float]] = {"direct": [], "gateway": []}
+    per_round: dict[str, list[float]] = {"direct": [], "gateway": []}
     failed: dict[str, int] = {"direct": 0, "gateway": 0}
     targets = {"direct": upstream.base_url, "gateway": gateway_url}
     print(f"{'round':>5} {'path':>8} {'ok':>4} {'TTFT p50 ms':>12} {'e2e p50 ms':>11}")
@@ -228,6 +239,7 @@ def measure(upstream: Upstream, gateway_url: str, requests: int, max_tokens: int
             failed[path] += len(result.records) - len(ok)
             values = [rec.ttft_s for rec in ok if rec.ttft_s is not None]
             ttft[path] += values
+            per_round[path].append(_p50_ms(values) or 0.0)
             print(f"{r:>5} {path:>8} {len(ok):>4} {_fmt(_p50_ms(values)):>12} "
                   f"{_fmt(_p50_ms([rec.e2e_s for rec in ok])):>11}")
             if not ok:
@@ -236,6 +248,11 @@ def measure(upstream: Upstream, gateway_url: str, requests: int, max_tokens: int
     for path, n in failed.items():
         if n:
             print(f"warning: {n} requests {path} failed; they are left out", file=sys.stderr)
+    # Paired by round, so slow drift of the machine cancels out.
+    diffs = [g - d for g, d in zip(per_round["gateway"], per_round["direct"])]
+    print("per-round difference (gateway - direct), ms: "
+          + ", ".join(f"{d:+.1f}" for d in diffs)
+          + f"; median {statistics.median(diffs):+.1f}")
     return ttft
 
 
