@@ -339,7 +339,7 @@ def _read_section(section: Section, results_dir: Path) -> dict[str, Any]:
                 "message": f"{path.name} could not be read ({err}); {redo}."}
     out["values"].update(values)
     out["series"] = series
-    absent = [k for k in section.needs if findings.get(k) in (None, [], {})]
+    absent = [k for k in section.needs if not _usable(findings.get(k))]
     if section.key == "kv" and series.get("ttft_s") and "ttft_by_request" in absent:
         absent.remove("ttft_by_request")  # recovered from the raw records
     if absent:
@@ -349,6 +349,12 @@ def _read_section(section: Section, results_dir: Path) -> dict[str, Any]:
     else:
         out["status"], out["message"] = "ok", None
     return out
+
+
+def _usable(value: object) -> bool:
+    """A number, or a table with at least one row: what every saved finding should be."""
+    return _num(value) is not None or (isinstance(value, list)
+                                       and any(isinstance(r, dict) for r in value))
 
 
 def has_data(section_summary: Mapping[str, Any]) -> bool:
@@ -487,7 +493,8 @@ def _plot_ceiling(drawn) -> Any:
     ax.bar(x + 0.2, _nan(measured), 0.4, yerr=spread, color=colors, label="measured, one stream")
     ax.set_xticks(x, names, fontsize=7)
     ax.set(ylabel="decode, one stream (tok/s)", title="The ceiling and what one stream reached")
-    ax.legend(fontsize=7)
+    ax.set_ylim(0, max(v for v in _nan(ceilings + measured) if not math.isnan(v)) * 1.3)
+    ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3, axis="y")
     return fig
 
