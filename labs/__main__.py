@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from . import embedded, server
 from .card import add_cli as _add_card_cli
 from .ceiling import add_cli as _add_ceiling_cli
+from .cluster import add_cli as _add_cluster_cli
+from .infra import add_cli as _add_infra_cli
 from .loadgen import add_cli as _add_bench_cli
 from .errors import LabsError
 from .profiles import DEFAULT_PROFILE, PROFILES, get_profile
@@ -113,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_cli(verbs)
     _add_ceiling_cli(verbs)
     _add_card_cli(verbs)
+    _add_infra_cli(verbs)
+    _add_cluster_cli(verbs)
     return parser
 
 

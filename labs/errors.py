@@ -15,7 +15,8 @@ notebook shows it without a wall of traceback (see `labs.notebook`).
     ├── ModelError
     │   └── DiskSpaceError
     ├── GatewayError
-    └── ResultsError           no saved results where the results card looks for them
+    ├── ResultsError           no saved results where the results card looks for them
+    └── ClusterError           kubectl missing or failing while a cluster switches profile
 """
 
 from __future__ import annotations
@@ -69,3 +70,7 @@ class GatewayError(LabsError):
 
 class ResultsError(LabsError):
     """Saved results that cannot be found or read (the results card, `python -m labs card`)."""
+
+
+class ClusterError(LabsError):
+    """A kubectl step of `python -m labs cluster` could not run or failed."""
