@@ -63,7 +63,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def _provision(f: Mapping[str, Any], _runs: Path) -> tuple[dict, dict]:
-    rows = sorted(_records(f, "ttft_by_prompt_length"), key=lambda r: _num(r.get("prompt_tokens")) or 0)
+    rows = sorted(_records(f, "ttft_by_prompt_length"),
+                  key=lambda r: _num(r.get("prompt_tokens")) or 0)
     first, last = (rows[0], rows[-1]) if rows else ({}, {})
     prefill = [v for v in _column(rows, "prefill_tok_s") if v is not None]
     values = {
@@ -126,7 +127,8 @@ def _find_cliff(series: Mapping[str, list]) -> float | None:
 
     from .experiments import find_cliff
 
-    table = pd.DataFrame({k: series[k] for k in ("concurrency", "agg_tok_s", "ttft_s_p95")}).dropna()
+    table = pd.DataFrame({k: series[k] for k in ("concurrency", "agg_tok_s", "ttft_s_p95")})
+    table = table.dropna()
     if len(table) < 2:
         return None
     cliff = find_cliff(table)
@@ -218,12 +220,14 @@ class Section:
 
 
 _A = article
+_A_BEST = max(_A.BATCHING.items(), key=lambda kv: kv[1][0])  # (users, (aggregate, per user))
 SECTIONS: tuple[Section, ...] = (
     Section("provision", "01_provision", "01 · The first request",
             "One request's TTFT is small and grows with the prompt; it hides how the server "
             "behaves under load.",
             ("first_request_ttft_s", "ttft_by_prompt_length"), _provision, (
-                Row("first request TTFT (s)", "first_request_ttft_s", ".2f", _A.FIRST_REQUEST_TTFT_S),
+                Row("first request TTFT (s)", "first_request_ttft_s", ".2f",
+                    _A.FIRST_REQUEST_TTFT_S),
                 Row("short prompt (tokens)", "short_prompt_tokens", ",.0f"),
                 Row("  its TTFT, median (s)", "short_prompt_ttft_s", ".2f"),
                 Row("long prompt (tokens)", "long_prompt_tokens", ",.0f"),
@@ -235,7 +239,8 @@ SECTIONS: tuple[Section, ...] = (
             "Decode reads every weight once per token, so one stream cannot beat "
             "bandwidth / weight bytes.",
             ("bandwidth_read_gbs", "weight_bytes", "ceiling_tok_s", "single_stream"), _ceiling, (
-                Row("memory bandwidth, read (GB/s)", "bandwidth_read_gbs", ",.1f", _A.BANDWIDTH_GBS),
+                Row("memory bandwidth, read (GB/s)", "bandwidth_read_gbs", ",.1f",
+                    _A.BANDWIDTH_GBS),
                 Row("weight bytes (GB)", "weight_gb", ",.2f", _A.WEIGHTS_GB),
                 Row("ceiling = bandwidth / weights (tok/s)", "ceiling_tok_s", ",.1f",
                     _A.CEILING_TOK_S),
@@ -249,10 +254,10 @@ SECTIONS: tuple[Section, ...] = (
             "each user slows down, and past the cliff extra users only wait.",
             ("sweep",), _batching, (
                 Row("1 user (tok/s)", "single_user_tok_s", ",.1f", _A.BATCHING[1][0]),
-                Row("best aggregate (tok/s)", "best_agg_tok_s", ",.0f", max(a for a, _ in _A.BATCHING.values())),
-                Row("  at users", "best_at_users", ",.0f", float(max(_A.BATCHING))),
+                Row("best aggregate (tok/s)", "best_agg_tok_s", ",.0f", _A_BEST[1][0]),
+                Row("  at users", "best_at_users", ",.0f", float(_A_BEST[0])),
                 Row("batching gain (best / 1 user)", "batching_gain", ",.1f",
-                    max(a for a, _ in _A.BATCHING.values()) / _A.BATCHING[1][0]),
+                    _A_BEST[1][0] / _A.BATCHING[1][0]),
                 Row("cliff: throughput flattens after (users)", "cliff_users", ",.0f",
                     f"not reached by {max(_A.BATCHING)} users"),
                 Row("continuous / static batching", "continuous_over_static", ",.2f"),
@@ -264,12 +269,15 @@ SECTIONS: tuple[Section, ...] = (
             ("pool_tokens", "users", "prompt_tokens", "ttft_by_request"), _kv, (
                 Row("KV blocks", "num_gpu_blocks", ",.0f", float(_A.NUM_GPU_BLOCKS)),
                 Row("block size (tokens)", "block_size", ",.0f", float(_A.BLOCK_SIZE)),
-                Row("pool = blocks x block size (tokens)", "pool_tokens", ",.0f", float(_A.POOL_TOKENS)),
+                Row("pool = blocks x block size (tokens)", "pool_tokens", ",.0f",
+                    float(_A.POOL_TOKENS)),
                 Row("users", "users", ",.0f", float(_A.KV_USERS)),
-                Row("prompt per user (tokens)", "prompt_tokens", ",.0f", float(_A.KV_PROMPT_TOKENS)),
+                Row("prompt per user (tokens)", "prompt_tokens", ",.0f",
+                    float(_A.KV_PROMPT_TOKENS)),
                 Row("demand = users x prompt (tokens)", "demand_tokens", ",.0f",
                     float(_A.KV_DEMAND_TOKENS)),
-                Row("demand / pool", "demand_over_pool", ",.1f", _A.KV_DEMAND_TOKENS / _A.POOL_TOKENS),
+                Row("demand / pool", "demand_over_pool", ",.1f",
+                    _A.KV_DEMAND_TOKENS / _A.POOL_TOKENS),
                 Row("requests that fit at once, predicted", "fit_at_once_predicted", ",.0f",
                     f"~{_A.KV_FAST_REQUESTS} fast"),
                 Row("most requests running at once", "max_running", ",.0f"),
@@ -369,6 +377,14 @@ def _one_of(values: list[str | None]) -> str | None:
     return distinct[0] if len(distinct) == 1 else " / ".join(distinct)
 
 
+def _shown(folder: Path) -> str:
+    """The folder relative to here when it is below here: a card names no home directory."""
+    try:
+        return str(folder.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(folder)
+
+
 def summarize(results_dir: str | Path) -> Summary:
     """Read what the notebooks saved in `results_dir` into the card's summary (JSON-ready)."""
     results_dir = Path(results_dir).expanduser()
@@ -388,7 +404,7 @@ def summarize(results_dir: str | Path) -> Summary:
         "vllm_version": _one_of([v["vllm_version"] for v in found]),
         "first_saved": saved[0] if saved else None,
         "last_saved": saved[-1] if saved else None,
-        "results_dir": str(results_dir),
+        "results_dir": _shown(results_dir),
     }
     return {"schema_version": CARD_SCHEMA_VERSION, "kind": "card",
             "made_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine,
@@ -464,16 +480,20 @@ def _short(label: str, width: int = 24) -> str:
     return textwrap.fill(label, width)
 
 
+def _finish(ax, **labels: str) -> None:
+    ax.set(**labels)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+
+
 def _plot_provision(drawn) -> Any:
     fig, (ax,) = _figure()
     for i, label, sec in drawn:
         s = sec["series"]
         ax.plot(_nan(s.get("prompt_tokens", [])), _nan(s.get("ttft_s", [])), "o-",
                 color=f"C{i}", label=label)
-    ax.set(xlabel="prompt length (tokens)", ylabel="TTFT, median (s)",
-           title="One request alone: TTFT grows with the prompt")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    _finish(ax, xlabel="prompt length (tokens)", ylabel="TTFT, median (s)",
+            title="One request alone: TTFT grows with the prompt")
     return fig
 
 
@@ -505,7 +525,6 @@ def _log2_users(ax) -> None:
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("concurrent users")
-    ax.grid(alpha=0.3)
 
 
 def _plot_batching(drawn) -> Any:
@@ -523,12 +542,11 @@ def _plot_batching(drawn) -> Any:
     ax1.plot(table["concurrency"], table["agg_tok_s"], "D-", color=ARTICLE_COLOR, label="article")
     ax1.plot(table["concurrency"], table["per_user_tok_s"], "D:", color=ARTICLE_COLOR, alpha=0.6)
     ax1.set_yscale("log")
-    ax1.set(ylabel="output tok/s (solid: aggregate, dotted: per user)",
+    _finish(ax1, ylabel="output tok/s (solid: aggregate, dotted: per user)",
             title="Throughput (dashed line: the cliff)")
-    ax2.set(ylabel="p95 TTFT (s)", title="Tail TTFT (the article gives none)")
+    _finish(ax2, ylabel="p95 TTFT (s)", title="Tail TTFT (the article gives none)")
     for ax in (ax1, ax2):
         _log2_users(ax)
-        ax.legend(fontsize=7)
     return fig
 
 
@@ -541,10 +559,8 @@ def _plot_kv(drawn) -> Any:
     ax.axhline(article.KV_TTFT_PLATEAU_S, color=ARTICLE_COLOR, ls="--",
                label=f"article: plateau ~{article.KV_TTFT_PLATEAU_S:.0f} s after "
                      f"~{article.KV_FAST_REQUESTS} fast requests")
-    ax.set(xlabel="request, in order of first token", ylabel="TTFT (s)",
-           title="TTFT per request under 3x KV demand: the staircase")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    _finish(ax, xlabel="request, in order of first token", ylabel="TTFT (s)",
+            title="TTFT per request under 3x KV demand: the staircase")
     return fig
 
 
@@ -657,7 +673,8 @@ def _batching_detail(secs, labels) -> str:
             ("p95 TTFT (s)", "ttft_s_p95", ",.2f"))
     parts = [(label, _by_key(s["series"], "concurrency"), cols)
              for label, s in zip(labels, secs) if has_data(s)]
-    theirs = {float(c): {"agg_tok_s": a, "per_user_tok_s": u} for c, (a, u) in article.BATCHING.items()}
+    theirs = {float(c): {"agg_tok_s": a, "per_user_tok_s": u}
+              for c, (a, u) in article.BATCHING.items()}
     parts.append(("article", theirs, cols[:2]))
     keys = sorted({k for _, by_key, _ in parts for k in by_key})
     return _wide_table("users", ",.0f", keys, parts)
@@ -677,12 +694,14 @@ DETAILS: dict[str, Callable[[Sequence[Mapping], Sequence[str]], str]] = {
     "batching": _batching_detail, "admission": _admission_detail,
 }
 NOTES = {
-    "ceiling": "The article's inputs as it states them; notebook 02 checks them against datasheets "
-               "(the RTX 4000 Ada is usually listed at 360 GB/s and Qwen2.5-7B in bf16 is ~15.2 GB).",
+    "ceiling": "The article's inputs as it states them; notebook 02 checks them against "
+               "datasheets (the RTX 4000 Ada is usually listed at 360 GB/s, and Qwen2.5-7B in "
+               "bf16 is ~15.2 GB).",
     "batching": "Cliff: the last level before doubling the users buys under 15 % more throughput "
                 "while p95 TTFT still rises (labs.experiments.find_cliff).",
-    "kv": "The article's pool, demand and plateau are for 32 users x 4,000-token prompts on its GPU; "
-          "the course keeps its demand/pool ratio on smaller hardware.",
+    "kv": f"The article's pool, demand and plateau are for {article.KV_USERS} users x "
+          f"{article.KV_PROMPT_TOKENS:,}-token prompts on its GPU; the course keeps its "
+          "demand/pool ratio on smaller hardware.",
     "admission": "The article gives no numbers for its bounded run (\"admitted requests stay near "
                  "baseline\"); the 2–4 s beside the gateway is stated in its repository's demo "
                  "notes for its own KV-pressure load, not notebook 05's Poisson overload.",
@@ -701,7 +720,8 @@ def _section_html(section: Section, summaries, labels, images: bool) -> str:
         else:
             meta = " · ".join(f"{name} {sec[k]}" for name, k in
                               (("profile", "profile"), ("saved", "saved_at")) if sec.get(k))
-            parts.append(f'<p class="meta">{_e((label + ": " if len(secs) > 1 else "") + meta)}</p>')
+            who = f"{label}: " if len(secs) > 1 else ""
+            parts.append(f'<p class="meta">{_e(who + meta)}</p>')
     parts.append(_key_table(section, secs, labels))
     if section.key in DETAILS and any(has_data(s) for s in secs):
         parts.append(DETAILS[section.key](secs, labels))

@@ -54,6 +54,10 @@ def _row(page: str, label: str) -> str:
     return match.group(1)
 
 
+def _tr(*cells: str) -> str:
+    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
 def _section(page: str, key: str) -> str:
     match = re.search(rf'<section id="{key}">(.*?)</section>', page, re.S)
     assert match, f"no section {key}"
@@ -80,7 +84,8 @@ def test_summary_holds_each_notebooks_numbers(cpu: Path) -> None:
     kv = s["sections"]["kv"]
     assert kv["values"]["pool_tokens"] == 40 * 128 == 5120
     assert kv["values"]["demand_over_pool"] == pytest.approx(3.3, abs=0.01)
-    assert kv["series"]["ttft_s"] == sorted(kv["series"]["ttft_s"]) and len(kv["series"]["ttft_s"]) == 16
+    staircase = kv["series"]["ttft_s"]
+    assert staircase == sorted(staircase) and len(staircase) == 16
     admission = s["sections"]["admission"]["values"]
     assert admission["gateway_shed"] == 19
     assert admission["gateway_goodput_rps"] == pytest.approx(0.719, abs=0.001)
@@ -91,23 +96,27 @@ def test_card_shows_the_numbers_beside_the_article(cpu: Path) -> None:
     page = card.render_html([card.summarize(cpu)], images=False)
     assert "Linux x86_64, 2 x AMD EPYC · 2026-11-22" in page
     assert "SmolLM2-135M-Instruct" in page and "0.32.0" in page
-    # ceiling and single stream: ours, then the article's 480 / 14 = 34.3 and 28–30
-    assert _row(page, "memory bandwidth, read (GB/s)") == "<td>25.3</td><td>480.0</td>"
-    assert _row(page, "ceiling = bandwidth / weights (tok/s)") == "<td>47.1</td><td>34.3</td>"
-    assert _row(page, "single stream, measured (tok/s)") == "<td>16.0</td><td>28–30</td>"
-    # the batching table, the article's levels merged in, and the cliff
+    for label, cells in [
+        # ceiling and single stream: ours, then the article's 480 / 14 = 34.3 and 28–30
+        ("memory bandwidth, read (GB/s)", ("25.3", "480.0")),
+        ("ceiling = bandwidth / weights (tok/s)", ("47.1", "34.3")),
+        ("single stream, measured (tok/s)", ("16.0", "28–30")),
+        # the cliff (the article's table stops before one)
+        ("cliff: throughput flattens after (users)", ("64", "not reached by 64 users")),
+        # the pool, the demand, the staircase's end, no errors
+        ("pool = blocks x block size (tokens)", ("5,120", "38,816")),
+        ("demand / pool", ("3.3", "3.3")),
+        ("TTFT, last request (s)", ("76.1", "55.0")),
+        ("HTTP errors", ("0", "0")),
+    ]:
+        assert _row(page, label) == "".join(f"<td>{c}</td>" for c in cells), label
+    # the batching table, the article's levels merged in
     batching = _section(page, "batching")
-    assert "<tr><td>64</td><td>185</td><td>2.9</td><td>4.24</td><td>1,041</td><td>16.0</td></tr>" in batching
-    assert "<tr><td>32</td><td>—</td><td>—</td><td>—</td><td>525</td><td>16.0</td></tr>" in batching
-    assert _row(page, "cliff: throughput flattens after (users)").startswith("<td>64</td>")
-    # the pool, the demand, the staircase's ends, no errors
-    assert _row(page, "pool = blocks x block size (tokens)") == "<td>5,120</td><td>38,816</td>"
-    assert _row(page, "demand / pool") == "<td>3.3</td><td>3.3</td>"
-    assert _row(page, "TTFT, last request (s)") == "<td>76.1</td><td>55.0</td>"
-    assert _row(page, "HTTP errors") == "<td>0</td><td>0</td>"
+    assert _tr("64", "185", "2.9", "4.24", "1,041", "16.0") in batching
+    assert _tr("32", "—", "—", "—", "525", "16.0") in batching
     # naive vs bounded vs gateway
     admission = _section(page, "admission")
-    assert "<tr><td>d) gateway</td><td>11</td><td>19</td><td>0.72</td><td>0.72</td><td>yes</td></tr>" in admission
+    assert _tr("d) gateway", "11", "19", "0.72", "0.72", "yes") in admission
     assert "<tr><td>b) engine caps</td><td>30</td><td>0</td><td>15.45</td>" in admission
     assert "not measured yet" not in page
 
@@ -115,10 +124,12 @@ def test_card_shows_the_numbers_beside_the_article(cpu: Path) -> None:
 def test_article_column_is_labs_article(cpu: Path) -> None:
     page = card.render_html([card.summarize(cpu)], images=False)
     assert _row(page, "KV blocks").endswith(f"<td>{article.NUM_GPU_BLOCKS:,}</td>")
-    assert _row(page, "TTFT, last request (s)").endswith(f"<td>{article.KV_TTFT_PLATEAU_S:.1f}</td>")
+    plateau = article.KV_TTFT_PLATEAU_S
+    assert _row(page, "TTFT, last request (s)").endswith(f"<td>{plateau:.1f}</td>")
     assert _row(page, "1 user (tok/s)").endswith(f"<td>{article.BATCHING[1][0]:.1f}</td>")
     lo, hi = article.BOUNDED_ADMITTED_TTFT_S
-    assert _row(page, "gateway: p95 TTFT of served requests (s)").endswith(f"<td>{lo:.0f}–{hi:.0f}</td>")
+    gateway = _row(page, "gateway: p95 TTFT of served requests (s)")
+    assert gateway.endswith(f"<td>{lo:.0f}–{hi:.0f}</td>")
 
 
 def test_every_measured_section_embeds_one_png(cpu: Path) -> None:
@@ -217,7 +228,8 @@ def test_compare_puts_both_machines_in_adjacent_columns(cpu: Path, gpu: Path) ->
     assert f"<th>{cpu_label}</th><th>{gpu_label}</th><th>article</th>" in page
     assert _row(page, "pool = blocks x block size (tokens)") == (
         "<td>5,120</td><td>96,000</td><td>38,816</td>")
-    assert _row(page, "ceiling = bandwidth / weights (tok/s)") == "<td>47.1</td><td>19.7</td><td>34.3</td>"
+    assert _row(page, "ceiling = bandwidth / weights (tok/s)") == (
+        "<td>47.1</td><td>19.7</td><td>34.3</td>")
     assert f"{gpu_label}: not measured yet — run notebook 05" in page
     assert _row(page, "gateway: shed with 503").startswith("<td>19</td><td>—</td>")
     assert f'<th colspan="3">{cpu_label}</th><th colspan="3">{gpu_label}</th>' in page
