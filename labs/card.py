@@ -428,10 +428,19 @@ def load_summary(path: str | Path) -> Summary:
         raise ResultsError(f"{path} is a card of schema_version {doc.get('schema_version')!r}; "
                            f"this course reads {CARD_SCHEMA_VERSION}. Make the card again with "
                            "this version of the course.")
-    for section in SECTIONS:  # a card from an older course may lack a section
-        doc.setdefault("sections", {}).setdefault(section.key, {
-            "notebook": section.notebook, "status": "missing", "message": _placeholder(section),
-            "values": {}, "series": {}})
+    if not isinstance(doc.get("machine"), dict):
+        doc["machine"] = {}
+    if not isinstance(doc.get("sections"), dict):
+        doc["sections"] = {}
+    for section in SECTIONS:  # a card from an older course may lack a section, or parts of one
+        sec = doc["sections"].get(section.key)
+        sec = sec if isinstance(sec, dict) else {"status": "missing"}
+        sec.setdefault("notebook", section.notebook)
+        sec.setdefault("message", _placeholder(section) if sec.get("status") == "missing" else None)
+        for key in ("values", "series"):
+            if not isinstance(sec.get(key), dict):
+                sec[key] = {}
+        doc["sections"][section.key] = sec
     return doc
 
 
@@ -715,7 +724,7 @@ def _section_html(section: Section, summaries, labels, images: bool) -> str:
     for label, sec in zip(labels, secs, strict=True):
         if sec.get("message"):
             who = f"{label}: " if len(secs) > 1 else ""
-            css = "todo" if sec["status"] == "missing" else "warn"
+            css = "todo" if sec.get("status") == "missing" else "warn"
             parts.append(f'<p class="{css}">{_e(who + sec["message"])}</p>')
         else:
             meta = " · ".join(f"{name} {sec[k]}" for name, k in

@@ -247,6 +247,10 @@ def test_compare_reads_a_card_json_from_elsewhere(cpu: Path, gpu: Path, tmp_path
     assert friend["sections"]["kv"]["values"]["pool_tokens"] == 96000
     page = card.render_html([card.summarize(cpu), friend], images=False)
     assert "<td>5,120</td><td>96,000</td>" in page
+    (tmp_path / "thin.json").write_text('{"kind": "card", "schema_version": 1, '
+                                        '"sections": {"kv": {"status": "ok"}}}')
+    thin = card.render_html([card.load_summary(tmp_path / "thin.json")])
+    assert "unknown machine" in thin and "not measured yet — run notebook 03" in thin
     (tmp_path / "odd.json").write_text('{"kind": "sweep"}')
     with pytest.raises(ResultsError, match="not a card.json"):
         card.load_summary(tmp_path / "odd.json")
