@@ -38,6 +38,17 @@ def _ensure_live() -> labs.Connection:
     return labs.connect(settings)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "browser: drives JupyterLab in headless Chromium")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    # Browser tests last: they run notebook 04, which leaves the server on another profile,
+    # and they cost a server restart wherever they stand; at the end nothing else pays for it.
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
 def _needs_server(item: pytest.Item) -> bool:
     return item.path.suffix == ".ipynb" or item.get_closest_marker("server") is not None
 

@@ -1,0 +1,239 @@
+"""JupyterLab in a real browser, against the live server: the course as an attendee meets it.
+
+nbmake proves the solutions run in a kernel; it never renders anything. This test starts
+JupyterLab, opens the *exercise* notebooks (notebooks/, answers not filled in, as a learner
+gets them) in headless Chromium driven by Playwright, and clicks Run > Run All Cells:
+- notebooks/01: every cell runs, no cell shows an error, the plots render;
+- notebooks/04: the live KV-cache dashboard (ipywidgets) renders and its numbers move while
+  the run goes on, and the rest of the notebook then runs without an error.
+Screenshots land in LABS_SCREENSHOTS (default results/screenshots/).
+
+The browser is Debian's `chromium` (`.ci/run` installs it when run as root; LABS_CHROMIUM
+names another binary); Playwright's Python package drives it, no browser is downloaded.
+Without either, the test is reported as skipped with the reason.
+These tests run last (conftest.py): notebook 04 switches the server to another profile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("LABS_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = Path(os.environ.get("LABS_SCREENSHOTS", ROOT / "results" / "screenshots"))
+# The flags that keep Chromium off the network it cannot reach (and quiet at start-up).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+NOTEBOOKS = ("01_provision.ipynb", "04_kv_cache_exhaustion.ipynb")
+RUN_TIMEOUT_MS = int(os.environ.get("LABS_BROWSER_TIMEOUT_S", "600")) * 1000
+
+pytestmark = [pytest.mark.server, pytest.mark.browser]
+
+
+def _playwright() -> Any:
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's `chromium` package "
+                    "(.ci/run does when run as root) or set LABS_CHROMIUM")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the `playwright` Python package is not installed (pip install -e '.[test]')")
+    return sync_playwright
+
+
+@dataclass
+class Lab:
+    url: str
+    token: str
+    root: Path
+
+    def tree(self, name: str) -> str:
+        return f"{self.url}/lab/tree/{name}?token={self.token}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _lab_env(root: Path) -> dict[str, str]:
+    """The learner's environment: live widgets, checks that explain rather than raise."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LABS_STRICT_CHECKS", "LABS_HEADLESS")}
+    settings = root / ".jupyter-settings"
+    news = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True)
+    news.write_text(json.dumps({"fetchNews": "false"}))  # no "Jupyter news?" toast on top
+    env.update(LABS_RESULTS=str(root / "results"), JUPYTERLAB_SETTINGS_DIR=str(settings),
+               JUPYTERLAB_WORKSPACES_DIR=str(root / ".jupyter-workspaces"))
+    return env
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """JupyterLab on a free port, over copies of the exercise notebooks (it saves into them)."""
+    _playwright()
+    root = tmp_path_factory.mktemp("lab")
+    for name in NOTEBOOKS:
+        shutil.copy(ROOT / "notebooks" / name, root / name)
+    port, token = _free_port(), secrets.token_hex(16)
+    log = root / "jupyterlab.log"
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+           f"--ServerApp.port={port}", f"--ServerApp.token={token}",
+           f"--ServerApp.root_dir={root}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=_lab_env(root), stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/api/status", params={"token": token}).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, f"JupyterLab exited: {log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, f"JupyterLab not up in 90 s: {log}"
+            time.sleep(0.3)
+        yield Lab(url, token, root)
+    finally:  # the process group: JupyterLab and the kernels it started
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def browser(lab: Lab) -> Iterator[Any]:
+    with _playwright()() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                      args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _open(browser: Any, lab: Lab, name: str) -> Any:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(lab.tree(name))
+    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]',
+                           timeout=120_000)
+    page.keyboard.press("Control+b")  # fold the file browser away: room for the notebook
+    return page
+
+
+def _run_all(page: Any) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+
+def _wait_until_done(page: Any, name: str) -> None:
+    """Until no cell shows [*] and the first has its number: Run All has finished (or stopped
+    at an error, which the saved notebook then shows). On a timeout, a screenshot says where."""
+    try:
+        _wait_for_prompts(page)
+    except Exception:
+        shot = _shot(page, f"{name}-timeout.png")
+        prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
+        pytest.fail(f"Run All did not finish in {RUN_TIMEOUT_MS / 1000:.0f} s; prompts "
+                    f"{prompts}; screenshot {shot}")
+
+
+def _wait_for_prompts(page: Any) -> None:
+    page.wait_for_function(
+        """() => {
+            const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
+            return p.length > 0 && /\\[\\d+\\]/.test(p[0].textContent)
+                && !p.some(e => e.textContent.includes('*'));
+        }""", timeout=RUN_TIMEOUT_MS, polling=1000)
+
+
+def _saved(page: Any, path: Path) -> dict[str, Any]:
+    """Save from the browser (Ctrl+S) and read what JupyterLab wrote."""
+    before = path.stat().st_mtime_ns
+    page.keyboard.press("Control+s")
+    deadline = time.monotonic() + 30
+    while path.stat().st_mtime_ns == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert path.stat().st_mtime_ns != before, "JupyterLab did not save the notebook"
+    time.sleep(0.5)  # let the write finish
+    return json.loads(path.read_text())
+
+
+def _problems(notebook: dict[str, Any]) -> list[str]:
+    """Cells that show an error, and code cells that never ran."""
+    found = []
+    for i, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        if cell.get("execution_count") is None:
+            found.append(f"cell {i} did not run")
+        for out in cell.get("outputs", []):
+            if out["output_type"] == "error":
+                found.append(f"cell {i}: {out['ename']}: {out['evalue'][:300]}")
+    return found
+
+
+def _shot(page: Any, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / name
+    page.screenshot(path=str(path))
+    return path
+
+
+def test_notebook_01_runs_clean_in_the_browser(lab: Lab, browser: Any) -> None:
+    page = _open(browser, lab, NOTEBOOKS[0])
+    _run_all(page)
+    _wait_until_done(page, "01_provision")
+    notebook = _saved(page, lab.root / NOTEBOOKS[0])
+    assert not _problems(notebook), _problems(notebook)
+    plots = page.locator(".jp-OutputArea-output img")
+    assert plots.count() >= 1, "no plot rendered in the page"
+    plots.first.scroll_into_view_if_needed()
+    assert _shot(page, "01_provision.png").stat().st_size > 10_000
+    page.close()
+
+
+def test_notebook_04_dashboard_renders_and_updates(lab: Lab, browser: Any) -> None:
+    page = _open(browser, lab, NOTEBOOKS[1])
+    _run_all(page)
+    clock = page.get_by_text(re.compile(r"t = \d+\.\d s"))
+    clock.wait_for(timeout=RUN_TIMEOUT_MS)  # includes the switch to the kv-pressure server
+    clock.scroll_into_view_if_needed()
+    bar = page.locator(".widget-hprogress .progress-bar").first
+    seen = {(clock.inner_text(), bar.get_attribute("style"))}
+    deadline = time.monotonic() + 20
+    while len(seen) < 3 and time.monotonic() < deadline:
+        time.sleep(1)
+        seen.add((clock.inner_text(), bar.get_attribute("style")))
+    assert len(seen) >= 3, f"the dashboard did not update: {seen}"
+    assert page.get_by_text(re.compile(r"running \d+")).count() >= 1
+    _shot(page, "04_dashboard.png")
+    _wait_until_done(page, "04_kv_cache_exhaustion")
+    notebook = _saved(page, lab.root / NOTEBOOKS[1])
+    assert not _problems(notebook), _problems(notebook)
+    page.close()
