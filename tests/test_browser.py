@@ -224,14 +224,26 @@ def test_notebook_04_dashboard_renders_and_updates(lab: Lab, browser: Any) -> No
     clock = page.get_by_text(re.compile(r"t = \d+\.\d s"))
     clock.wait_for(timeout=RUN_TIMEOUT_MS)  # includes the switch to the kv-pressure server
     clock.scroll_into_view_if_needed()
-    bar = page.locator(".widget-hprogress .progress-bar").first
-    seen = {(clock.inner_text(), bar.get_attribute("style"))}
-    deadline = time.monotonic() + 20
-    while len(seen) < 3 and time.monotonic() < deadline:
-        time.sleep(1)
-        seen.add((clock.inner_text(), bar.get_attribute("style")))
-    assert len(seen) >= 3, f"the dashboard did not update: {seen}"
-    assert page.get_by_text(re.compile(r"running \d+")).count() >= 1
+    kv = page.get_by_text(re.compile(r"^\d+%$")).first
+    running = page.get_by_text(re.compile(r"^running \d+$")).first
+    waiting = page.get_by_text(re.compile(r"waiting \d+$")).first
+
+    def state() -> tuple[str, ...]:
+        return (clock.inner_text(), kv.inner_text(), running.inner_text(), waiting.inner_text())
+
+    def busy(s: tuple[str, ...]) -> bool:  # the pool in use, and users left waiting
+        return s[1] != "0%" and not s[2].endswith(" 0") and not s[3].endswith(" 0")
+
+    # Updating means the engine's numbers move, not just the clock: wait for the pool to fill.
+    first = now = state()
+    deadline = time.monotonic() + 120
+    while not busy(now) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = state()
+    assert now[0] != first[0] and busy(now), (
+        f"the dashboard did not follow the engine: first {first}, then {now}")
+    width = page.locator(".widget-hprogress .progress-bar").first.get_attribute("style")
+    assert "width: 0%" not in width, f"the KV bar did not move: {width}"
     _shot(page, "04_dashboard.png")
     _wait_until_done(page, "04_kv_cache_exhaustion")
     notebook = _saved(page, lab.root / NOTEBOOKS[1])
