@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -204,6 +205,37 @@ def log_tail(path: Path | str, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+# What a start-up log says when it dies of something a learner can fix: (pattern, advice).
+# The log's last lines are shown anyway; this names the cause in words first.
+_KNOWN_CAUSES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), advice) for pattern, advice in (
+        (r"CUDA out of memory|OutOfMemoryError|No available memory for the cache blocks"
+         r"|larger than the available KV cache memory",
+         "out of GPU memory: pick a smaller model (LABS_MODEL=Qwen/Qwen2.5-3B-Instruct), or "
+         "free the GPU (`nvidia-smi` shows who holds it)"),
+        (r"Cannot allocate memory|MemoryError|std::bad_alloc",
+         "out of RAM: the CPU server needs ~3 GiB free (model + a 2 GiB KV pool); close "
+         "other programs"),
+        (r"No CUDA GPUs are available|Found no NVIDIA driver|Failed to infer device type"
+         r"|CUDA driver version is insufficient",
+         "no usable GPU: check `nvidia-smi`, or run on the CPU with LABS_BACKEND=cpu"),
+        (r"Address already in use",
+         "the port is taken: stop what listens there, or set LABS_PORT to another port"),
+        (r"Repository Not Found|couldn't connect to 'https://huggingface.co'"
+         r"|LocalEntryNotFoundError|gated repo",
+         "the model could not be downloaded: check LABS_MODEL, your network, and HF_TOKEN "
+         "for gated models"),
+    ))
+
+
+def likely_cause(log_text: str) -> str | None:
+    """The first known cause of a failed start in `log_text`, in words, or None."""
+    for pattern, advice in _KNOWN_CAUSES:
+        if pattern.search(log_text):
+            return advice
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # Checks and waits
 
@@ -260,9 +292,11 @@ def wait_healthy(
             except httpx.HTTPError:
                 pass
             if not alive():
+                cause = likely_cause(log_tail(log, 400)) if log else None
                 raise ServerDied(
-                    f"{what} exited during start-up after {elapsed:.0f} s; see "
-                    f"{log} for the whole log.",
+                    f"{what} exited during start-up after {elapsed:.0f} s"
+                    + (f"; likely cause: {cause}" if cause else "")
+                    + f". See {log} for the whole log.",
                     log_tail(log) if log else "",
                 )
             if elapsed > timeout_s:

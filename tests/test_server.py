@@ -126,6 +126,33 @@ def test_server_dying_during_startup_shows_the_log(
     assert labs.running_server(settings) is None
 
 
+@pytest.mark.parametrize("log_line, words", [
+    ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", "out of GPU memory"),
+    ("RuntimeError: No CUDA GPUs are available", "no usable GPU"),
+    ("OSError: [Errno 12] Cannot allocate memory", "out of RAM"),
+    ("OSError: [Errno 98] error while attempting to bind: Address already in use", "port"),
+    ("huggingface_hub.errors.RepositoryNotFoundError: Repository Not Found for url", "LABS_MODEL"),
+])
+def test_a_dead_server_names_the_likely_cause(tmp_path: Path, log_line: str, words: str) -> None:
+    log = tmp_path / "server.log"
+    log.write_text("INFO starting\n" + log_line + "\n" + "INFO shutting down\n" * 5)
+    with pytest.raises(labs.ServerDied) as err:
+        server.wait_healthy("http://127.0.0.1:9", 30, alive=lambda: False, log=log,
+                            progress=False)
+    first_line = str(err.value).splitlines()[0]
+    assert "likely cause" in first_line and words in first_line, first_line
+    assert log_line in str(err.value) or "shutting down" in str(err.value)
+
+
+def test_an_unknown_cause_is_not_guessed(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text("ValueError: something nobody has seen before\n")
+    with pytest.raises(labs.ServerDied) as err:
+        server.wait_healthy("http://127.0.0.1:9", 30, alive=lambda: False, log=log,
+                            progress=False)
+    assert "likely cause" not in str(err.value) and "nobody has seen" in str(err.value)
+
+
 @pytest.mark.server
 def test_serve_when_one_is_running_refuses_a_second(live: labs.Connection) -> None:
     if labs.Settings.from_env().base_url_override:
