@@ -22,7 +22,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 
 import labs
 from labs import loadgen
@@ -43,19 +42,18 @@ def run_vllm(conn: labs.Connection, concurrency: int, prompts: int, inp: int, ou
 
     parser = FlexibleArgumentParser()
     add_cli_args(parser)
-    with tempfile.TemporaryDirectory() as tmp:
-        args = parser.parse_args([
-            "--backend", "openai", "--base-url", conn.base_url, "--endpoint", "/v1/completions",
-            "--model", conn.model, "--tokenizer", conn.model_root,
-            "--dataset-name", "random", "--random-input-len", str(inp),
-            "--random-output-len", str(out), "--num-prompts", str(prompts),
-            "--max-concurrency", str(concurrency), "--ignore-eos", "--disable-tqdm",
-            "--num-warmups", "2", "--seed", str(os.getpid()),
-        ])
-        os.environ["OPENAI_API_KEY"] = conn.api_key
-        quiet = io.StringIO()
-        with contextlib.redirect_stdout(quiet):
-            result = main(args)
+    args = parser.parse_args([
+        "--backend", "openai", "--base-url", conn.base_url, "--endpoint", "/v1/completions",
+        "--model", conn.model, "--tokenizer", conn.model_root,
+        "--dataset-name", "random", "--random-input-len", str(inp),
+        "--random-output-len", str(out), "--num-prompts", str(prompts),
+        "--max-concurrency", str(concurrency), "--ignore-eos", "--disable-tqdm",
+        "--num-warmups", "2", "--seed", str(os.getpid()),
+    ])
+    os.environ["OPENAI_API_KEY"] = conn.api_key
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet):
+        result = main(args)
     return {"output_tok_s": result["output_throughput"], "median_ttft_ms": result["median_ttft_ms"],
             "median_tpot_ms": result["median_tpot_ms"],
             "errors": result["num_prompts"] - result["completed"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,6 +204,41 @@ def add_upstream_args(p: argparse.ArgumentParser) -> None:
                    help=argparse.SUPPRESS)
 
 
+@dataclass
+class Behind:
+    """An upstream with the gateway in front of it, as `behind_gateway` yields them."""
+    upstream: Upstream
+    gateway_url: str
+    gateway: subprocess.Popen[bytes]
+    log: Path
+
+
+@contextlib.contextmanager
+def behind_gateway(args: argparse.Namespace, make_config: Callable[[str], Any],
+                   label: str) -> Iterator[Behind]:
+    """The upstream (--stub, --upstream or the live server) and `python -m labs.gateway`
+    in front of it (configured by `make_config(upstream_url)`); both stopped on the way out."""
+    from labs.gateway import start_gateway_process, stop_gateway_process, wait_gateway_healthy
+
+    stub = gateway = None
+    try:
+        if args.stub:
+            stub, url = start_stub(args.stub_ttft_s, args.stub_itl_s)
+            upstream = Upstream(url, None, STUB_MODEL)
+        else:
+            upstream = resolve_upstream(args)
+        port = free_port()
+        log = Path(tempfile.gettempdir()) / f"labs-gateway-{label}-{os.getpid()}.log"
+        gateway = start_gateway_process(make_config(upstream.base_url), port, log)
+        gateway_url = f"http://127.0.0.1:{port}"
+        wait_gateway_healthy(gateway_url, 60, proc=gateway, log_path=log)
+        yield Behind(upstream, gateway_url, gateway, log)
+    finally:
+        if gateway is not None:
+            stop_gateway_process(gateway)
+        stop_process(stub)
+
+
 # --------------------------------------------------------------------------------------------
 # The measurement
 
@@ -270,42 +307,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-    from labs.gateway import (
-        GatewayConfig,
-        start_gateway_process,
-        stop_gateway_process,
-        wait_gateway_healthy,
-    )
+    from labs.gateway import GatewayConfig
 
-    stub = gateway = None
-    try:
-        if args.stub:
-            stub, url = start_stub(args.stub_ttft_s, args.stub_itl_s)
-            upstream = Upstream(url, None, STUB_MODEL)
-        else:
-            upstream = resolve_upstream(args)
-        port = free_port()
-        log = Path(tempfile.gettempdir()) / f"labs-gateway-overhead-{os.getpid()}.log"
-        gateway = start_gateway_process(
-            GatewayConfig(upstream.base_url, max_in_flight=4, max_queue=8), port, log)
-        gateway_url = f"http://127.0.0.1:{port}"
-        wait_gateway_healthy(gateway_url, 60, proc=gateway, log_path=log)
-        print(f"upstream {upstream.base_url}{' (stub)' if stub else ''}, gateway "
-              f"{gateway_url} (log {log}); closed loop of 1 user, {args.requests} requests, "
-              f"max_tokens {args.max_tokens}, {args.rounds} rounds")
+    def config(upstream: str) -> GatewayConfig:
+        return GatewayConfig(upstream, max_in_flight=4, max_queue=8)
+
+    with behind_gateway(args, config, "overhead") as run:
+        print(f"upstream {run.upstream.base_url}{' (stub)' if args.stub else ''}, gateway "
+              f"{run.gateway_url} (log {run.log}); closed loop of 1 user, {args.requests} "
+              f"requests, max_tokens {args.max_tokens}, {args.rounds} rounds")
         started = time.perf_counter()
-        ttft = measure(upstream, gateway_url, args.requests, args.max_tokens, args.rounds,
-                       args.warmup)
+        ttft = measure(run.upstream, run.gateway_url, args.requests, args.max_tokens,
+                       args.rounds, args.warmup)
         direct, through = _p50_ms(ttft["direct"]), _p50_ms(ttft["gateway"])
         print(f"p50 TTFT direct {_fmt(direct).strip()} ms, through the gateway "
               f"{_fmt(through).strip()} ms: the gateway adds "
               f"{(through or 0) - (direct or 0):+.2f} ms "
               f"({len(ttft['direct'])} + {len(ttft['gateway'])} requests, "
               f"{time.perf_counter() - started:.0f} s)")
-    finally:
-        if gateway is not None:
-            stop_gateway_process(gateway)
-        stop_process(stub)
     return 0
 
 

@@ -27,7 +27,6 @@ import concurrent.futures
 import multiprocessing
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,14 +39,10 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
 
 from gateway_overhead import (  # noqa: E402  (the stub and the upstream options live there)
-    STUB_MODEL,
     Upstream,
     add_upstream_args,
-    free_port,
-    resolve_upstream,
+    behind_gateway,
     serve_stub,
-    start_stub,
-    stop_process,
 )
 
 
@@ -157,36 +152,22 @@ def main(argv: list[str] | None = None) -> int:
         serve_stub(args.serve_stub, args.stub_ttft_s, args.stub_itl_s)
         return 0
 
-    from labs.gateway import (
-        GatewayConfig,
-        start_gateway_process,
-        stop_gateway_process,
-        wait_gateway_healthy,
-    )
+    from labs.gateway import GatewayConfig
     from labs.results import summarize
 
-    stub = gateway = None
-    try:
-        if args.stub:
-            stub, url = start_stub(args.stub_ttft_s, args.stub_itl_s)
-            upstream = Upstream(url, None, STUB_MODEL)
-        else:
-            upstream = resolve_upstream(args)
-        port = free_port()
-        log = Path(tempfile.gettempdir()) / f"labs-gateway-overload-{os.getpid()}.log"
-        config = GatewayConfig(upstream.base_url, max_in_flight=args.max_in_flight,
-                               max_queue=args.max_queue, max_queue_wait_s=args.max_queue_wait_s)
-        gateway = start_gateway_process(config, port, log)
-        gateway_url = f"http://127.0.0.1:{port}"
-        wait_gateway_healthy(gateway_url, 60, proc=gateway, log_path=log)
+    def config(upstream: str) -> GatewayConfig:
+        return GatewayConfig(upstream, max_in_flight=args.max_in_flight,
+                             max_queue=args.max_queue, max_queue_wait_s=args.max_queue_wait_s)
 
+    with behind_gateway(args, config, "overload") as run:
+        upstream, gateway_url = run.upstream, run.gateway_url
         capacity = capacity_rps(upstream, gateway_url, args.max_in_flight, args.max_tokens)
         rate = args.overload * capacity
-        print(f"upstream {upstream.base_url}{' (stub)' if stub else ''}; gateway N="
+        print(f"upstream {upstream.base_url}{' (stub)' if args.stub else ''}; gateway N="
               f"{args.max_in_flight} M={args.max_queue} wait<={args.max_queue_wait_s:g} s; "
               f"capacity ~{capacity:.1f} req/s, offering {rate:.0f} req/s "
               f"({args.overload:g}x) for {args.duration_s:g} s", flush=True)
-        before, cpu_before = gateway_counters(gateway_url), cpu_s(gateway.pid)
+        before, cpu_before = gateway_counters(gateway_url), cpu_s(run.gateway.pid)
         started = time.perf_counter()
         records = offer_from(
             args.client_procs, base_url=gateway_url, api_key=upstream.api_key,
@@ -194,11 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             max_clients=args.max_clients, max_tokens=args.max_tokens, seed=0,
             timeout_s=args.max_queue_wait_s + 120)
         wall_s = time.perf_counter() - started
-        after, cpu_after = gateway_counters(gateway_url), cpu_s(gateway.pid)
-    finally:
-        if gateway is not None:
-            stop_gateway_process(gateway)
-        stop_process(stub)
+        after, cpu_after = gateway_counters(gateway_url), cpu_s(run.gateway.pid)
 
     ok = [r for r in records if r.ok]
     shed = [r for r in records if r.error_kind == "shed"]
