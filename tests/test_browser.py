@@ -65,7 +65,9 @@ class Lab:
     root: Path
 
     def tree(self, name: str) -> str:
-        return f"{self.url}/lab/tree/{name}?token={self.token}"
+        # reset: a fresh layout, not the saved workspace (which would reopen the notebooks of
+        # earlier tests as tabs, one of which may then be the one the Run menu acts on)
+        return f"{self.url}/lab/tree/{name}?reset&token={self.token}"
 
 
 def _free_port() -> int:
@@ -147,8 +149,38 @@ def _open(browser: Any, lab: Lab, name: str) -> Any:
 
 
 def _run_all(page: Any) -> None:
-    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    """Run > Run All Cells, and make sure it started. Right after a page loads, the menu item
+    can still be disabled (no notebook is current yet), or a dialog can sit over the menu
+    bar, and a click then does nothing or waits: seen in CI, where the test then waited ten
+    minutes for cells that never ran. So: short tries, a dialog accepted (and reported),
+    and proof that a cell started."""
+    item = page.locator('.lm-Menu-item[data-command="runmenu:run-all"]')
+    dialogs: list[str] = []
+    for attempt in range(5):
+        try:
+            dialog = page.locator(".jp-Dialog")
+            if dialog.count() and dialog.first.is_visible():
+                dialogs.append(dialog.first.inner_text()[:200])
+                _shot(page, f"dialog-{attempt}.png")
+                dialog.locator(".jp-Dialog-button.jp-mod-accept").first.click(timeout=5_000)
+            # Make the notebook current; force: an output or toast over it must not block.
+            page.locator(".jp-Notebook .jp-Cell .jp-InputPrompt").first.click(
+                force=True, timeout=5_000)
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click(timeout=5_000)
+            item.wait_for(timeout=5_000)
+            if "lm-mod-disabled" in (item.get_attribute("class") or ""):
+                raise RuntimeError("Run All Cells is disabled")
+            item.click(timeout=5_000)
+            page.wait_for_function(
+                r"""() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+                         .some(e => /\[(\*|\d+)\]/.test(e.textContent))""", timeout=20_000)
+            return
+        except Exception:  # playwright's TimeoutError and the above: close menus, try again
+            page.keyboard.press("Escape")
+            time.sleep(2)
+    shot = _shot(page, "run-all-did-not-start.png")
+    pytest.fail(f"Run > Run All Cells did not start any cell after 5 tries (dialogs seen: "
+                f"{dialogs or 'none'}); screenshot {shot}")
 
 
 def _wait_until_done(page: Any, name: str) -> None:
