@@ -18,8 +18,10 @@ A benchmark, not a test: it prints numbers and passes or fails nothing.
 On a machine with few cores, give the gateway a core of its own, or you measure CPU
 contention instead of the hop: vLLM's CPU build binds its OpenMP threads to every core it may
 use, and any other busy process (the gateway relaying each token) stalls a whole decode step.
-Measured on 2 cores: +18 ms with everything sharing both cores, within noise (about -8 to +6 ms
-per round) with the engine on core 0 and the client and gateway on core 1:
+Measured on 2 cores (2026-11-23): +18 ms with everything sharing both cores. With the engine on
+core 0 and the client and gateway on core 1 the difference drowns in the engine's own jitter
+(rounds from -36 to +18 ms; +4.6 ms over 8 rounds x 20, -15.5 ms over 6 rounds x 50). The
+gateway's own cost, against the stub where nothing else moves: +2.3 to +2.5 ms.
 
     taskset -c 0 python -m labs serve
     taskset -c 1 python benchmarks/gateway_overhead.py --rounds 6
