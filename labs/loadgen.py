@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from .client import Connection
 from .errors import ConfigError, ServerNotRunning
 from .results import SLO, RequestRecord, RunResult, save_sweep, sweep_frame
+from .server import CLIENT_POOL_LIMITS
 from .settings import gpu_present
 from .workload import (
     API_KINDS,
@@ -59,10 +60,6 @@ from .workload import (
 )
 
 DEFAULT_TIMEOUT_S = 600.0
-# Let idle connections go well before the server does (vLLM's uvicorn: 5 s, httpx's default is
-# also 5 s): a request sent on a connection the server is closing at that instant dies as a
-# bare connection reset, which would count as lost here.
-KEEPALIVE_EXPIRY_S = 2.0
 # Filler lengths measured with a server's /tokenize, per (base_url, model): a notebook that
 # runs many small loads measures each prompt length once.
 _FILLER_CACHE: dict[tuple[str, str], dict[tuple[str, int], int]] = {}
@@ -431,8 +428,7 @@ class _Session:
         self.own_client = client is None
         self.client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64,
-                                keepalive_expiry=KEEPALIVE_EXPIRY_S))
+            limits=CLIENT_POOL_LIMITS)
         self.count_tokens = count_tokens
         self.counter_note = "injected" if count_tokens else None
         self.factory: PromptFactory | None = None

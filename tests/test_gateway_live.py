@@ -23,6 +23,7 @@ import labs
 from labs import gateway as gw
 from labs import loadgen
 from labs.metrics import Snapshot, scrape
+from labs.server import CLIENT_POOL_LIMITS
 
 pytestmark = pytest.mark.server
 
@@ -58,6 +59,29 @@ def gateway_url(engine: labs.Connection, tmp_path: Path) -> Iterator[str]:
 
 def _running(engine: labs.Connection) -> float:
     return scrape(engine.base_url).running
+
+
+def _local_port_after_idle(url: str, idle_s: float) -> tuple[int, int]:
+    """The client-side port of two GETs `idle_s` apart on one pooled client: equal if the
+    server kept the idle connection open (the client never closes one itself)."""
+    ports = []
+    with httpx.Client(timeout=10, limits=CLIENT_POOL_LIMITS) as client:
+        for pause in (0.0, idle_s):
+            time.sleep(pause)
+            resp = client.get(url + "/health")
+            resp.raise_for_status()
+            ports.append(resp.extensions["network_stream"].get_extra_info("client_addr")[1])
+    return ports[0], ports[1]
+
+
+@pytest.mark.parametrize("side", ["engine", "gateway"])
+def test_servers_keep_idle_connections_past_five_seconds(side: str, engine: labs.Connection,
+                                                         gateway_url: str) -> None:
+    # uvicorn's default (vLLM's too) closes an idle connection after 5 s, which races a
+    # request sent on it at that instant (labs.server.SERVER_KEEP_ALIVE_S says why it matters).
+    url = engine.base_url if side == "engine" else gateway_url
+    first, second = _local_port_after_idle(url, 6.0)
+    assert first == second, f"the {side} closed a connection idle for 6 s"
 
 
 def test_disconnect_mid_stream_frees_the_engine_slot(engine: labs.Connection,
@@ -100,15 +124,20 @@ def test_twenty_times_overload_loses_nothing(engine: labs.Connection, gateway_ur
     records = result.records
     ok = [r for r in records if r.ok]
     shed = [r for r in records if r.error_kind == "shed"]
-    lost = [f"{r.error_kind}: {r.error}" for r in records if not r.ok and r.error_kind != "shed"]
-    assert not lost, f"{len(lost)} of {len(records)} neither answered nor shed, e.g. {lost[:3]}"
-    assert all(r.completion_tokens == 16 for r in ok), "an admitted answer came back short"
-    assert all(r.status == 503 and r.retry_after_s for r in shed)
-    assert len(shed) > len(ok) > 0
     counters = Snapshot.parse(httpx.get(gateway_url + "/metrics").text)
     admitted = counters.value("gateway_admitted_total")
     refused = sum(counters.value("gateway_shed_total", reason=r)
                   for r in ("queue_full", "queue_timeout"))
+    # Each loss with when it was sent, how long it lasted and its HTTP status, and whether the
+    # gateway counted it: enough to tell a client-side connection race from a gateway fault.
+    lost = [f"#{r.index} sent at {r.sent_s:.2f} s, failed after {r.end_s - r.sent_s:.3f} s, "
+            f"status {r.status}, {r.error_kind}: {r.error}"
+            for r in records if not r.ok and r.error_kind != "shed"]
+    assert not lost, (f"{len(lost)} of {len(records)} neither answered nor shed (the gateway "
+                      f"counted {admitted + refused:.0f} requests), e.g. {lost[:3]}")
+    assert all(r.completion_tokens == 16 for r in ok), "an admitted answer came back short"
+    assert all(r.status == 503 and r.retry_after_s for r in shed)
+    assert len(shed) > len(ok) > 0
     assert admitted == len(ok) and admitted + refused == len(records)
     assert counters.value("gateway_in_flight") == 0 and counters.value("gateway_queue_depth") == 0
     assert _running(engine) == 0
