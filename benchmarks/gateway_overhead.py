@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -139,15 +138,11 @@ def serve_stub(port: int, ttft_s: float, itl_s: float) -> None:
 # Processes the benchmarks start and always stop
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_stub(ttft_s: float, itl_s: float) -> tuple[subprocess.Popen[bytes], str]:
     """The stub in a subprocess (its own core's worth of Python, like a real server)."""
     import httpx
+
+    from labs.server import free_port
 
     port = free_port()
     proc = subprocess.Popen(
@@ -221,6 +216,7 @@ def behind_gateway(args: argparse.Namespace, make_config: Callable[[str], Any],
     """The upstream (--stub, --upstream or the live server) and `python -m labs.gateway`
     in front of it (configured by `make_config(upstream_url)`); both stopped on the way out."""
     from labs.gateway import start_gateway_process, stop_gateway_process, wait_gateway_healthy
+    from labs.server import free_port
 
     stub = gateway = None
     try:

@@ -256,6 +256,13 @@ def likely_cause(log_text: str) -> str | None:
 # Checks and waits
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the OS picks it), for tests and benchmarks."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
 def check_port_free(host: str, port: int) -> None:
     """Raise PortInUse when another program listens on host:port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

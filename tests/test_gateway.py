@@ -36,6 +36,7 @@ from labs.gateway import (
     stop_gateway_process,
     wait_gateway_healthy,
 )
+from labs.server import free_port
 from labs.workload import Poisson, Workload
 
 GW = "http://gateway"
@@ -139,12 +140,6 @@ async def until(condition: Callable[[], bool], timeout_s: float = 3.0) -> None:
 
 def metric(app: Any, name: str, **labels: str) -> float:
     return app.state.gateway.metrics.value(name, **labels)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def assert_shed(resp: httpx.Response, reason: str) -> None:

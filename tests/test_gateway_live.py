@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,15 +22,9 @@ import labs
 from labs import gateway as gw
 from labs import loadgen
 from labs.metrics import Snapshot, scrape
-from labs.server import CLIENT_POOL_LIMITS
+from labs.server import CLIENT_POOL_LIMITS, free_port
 
 pytestmark = pytest.mark.server
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -45,7 +38,7 @@ def engine(live: labs.Connection) -> labs.Connection:
 
 @pytest.fixture
 def gateway_url(engine: labs.Connection, tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     config = gw.GatewayConfig(upstream=engine.base_url, max_in_flight=4, max_queue=4,
                               max_queue_wait_s=5.0)
     proc = gw.start_gateway_process(config, port, tmp_path / "gateway.log")

@@ -34,6 +34,8 @@ from labs import cluster, infra
 from labs.errors import ClusterError
 from labs.gateway import Admission, GatewayMetrics
 from labs.profiles import PROFILES
+from labs.server import SERVER_KEEP_ALIVE_S, engine_env
+from labs.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
@@ -230,6 +232,16 @@ def test_engine_flags_are_identical_in_compose_k8s_and_labs_server(name: str) ->
     assert k8s[len(k8s) - len(profile.flags("gpu")):] == list(profile.flags("gpu"))
     base = _docs(K8S / "base" / "vllm.yaml")[0]["spec"]["template"]["spec"]["containers"][0]
     assert k8s[:5] == base["args"], "the overlay keeps the base's five article flags"
+
+
+def test_engine_keep_alive_is_the_one_labs_server_gives_vllm() -> None:
+    """An idle-connection timeout shorter than the one the gateway's and loadgen's pools rely
+    on brings back the keep-alive race (labs/server.py), so every deployment sets the same."""
+    local = engine_env(Settings.from_env())["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"]
+    compose = _compose()["x-vllm"]["environment"]["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"]
+    container = _docs(K8S / "base" / "vllm.yaml")[0]["spec"]["template"]["spec"]["containers"][0]
+    k8s = {e["name"]: e.get("value") for e in container["env"]}["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"]
+    assert local == compose == k8s == str(SERVER_KEEP_ALIVE_S)
 
 
 @pytest.mark.parametrize("name", list(PROFILES))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Callable, Iterable
 
 import httpx
@@ -19,6 +18,7 @@ from labs import loadgen
 from labs.errors import ConfigError
 from labs.loadgen import SSEDecoder, parse_levels, parse_retry_after, run, run_sync
 from labs.results import SLO, RequestRecord, load, load_sweep, percentile, save_sweep, summarize
+from labs.server import free_port
 from labs.workload import Burst, Closed, Poisson, PromptFactory, Workload, shape_from_dict
 
 BASE = "http://stub"
@@ -95,12 +95,6 @@ def one(handler, workload: Workload | None = None, shape=None, **kw):
                              base_url=BASE, model="m", api_key="k", client=client,
                              progress=False, **kw)
     return asyncio.run(go())
-
-
-def free_port() -> int:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rec(**kw) -> RequestRecord:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from labs import metrics as m
 from labs.errors import ConfigError, ServerError, ServerNotRunning
+from labs.server import free_port
 
 FIXTURE = Path(__file__).parent / "fixtures" / "metrics_idle_cpu.txt"
 IDLE = FIXTURE.read_text()
@@ -177,12 +177,6 @@ def test_snapshot_delta_after_a_restart_counts_from_zero():
 
 # --- scraping -------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_metrics_url():
     assert m.metrics_url("http://h:8000/v1/") == "http://h:8000/metrics"
     assert m.metrics_url("http://h:8000") == "http://h:8000/metrics"
@@ -190,7 +184,7 @@ def test_metrics_url():
 
 
 def test_scrape_of_a_dead_port_raises_server_not_running():
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ServerNotRunning, match=r"python -m labs serve"):
         m.scrape(url, timeout_s=2)
     with pytest.raises(ServerNotRunning, match="/metrics"):
@@ -274,7 +268,7 @@ def test_sampler_collects_rows_and_survives_a_failing_scrape():
 
 
 def test_sampler_start_fails_fast_without_a_server():
-    sampler = m.MetricsSampler(f"http://127.0.0.1:{_free_port()}", timeout_s=2)
+    sampler = m.MetricsSampler(f"http://127.0.0.1:{free_port()}", timeout_s=2)
     with pytest.raises(ServerNotRunning):
         sampler.start()
     sampler.stop()
