@@ -51,9 +51,9 @@ LOG_TAIL_LINES = 25
 # POST may not be retried blindly (RFC 9112 9.3.1). The course's 20x overload test met it
 # twice in CI:
 # - the server closed first (uvicorn 5 s, httpx 5 s): 412 of 4,332 requests lost;
-# - the client pool closed first (expiry 2 s): 2 of 4,994 lost. httpcore 1.0.9 can close, in
-#   one pass, a connection it has already handed to a request that has not yet sent on it
-#   (encode/httpcore#1110); expiry (and a keep-alive cap) make such passes.
+# - the client pool closed first (expiry 2 s): 2 of 4,994 lost, most likely because httpcore
+#   1.0.9 can close, in one pass, a connection it has already handed to a request that has not
+#   yet sent on it (encode/httpcore#1110); expiry and a keep-alive cap make such passes.
 # So our clients' pools never close a connection themselves (`CLIENT_POOL_LIMITS`), and the
 # servers we start keep idle connections for 75 s (nginx's default): only a connection idle
 # that long is closed, by the server, and the pool sees its end of file before reusing it.
