@@ -2,6 +2,8 @@
 
 - A client that goes away mid-stream must free its engine slot: the gateway closes the
   upstream request, vLLM aborts it, and `vllm:num_requests_running` falls back to zero.
+- The engine and the gateway keep an idle connection open past uvicorn's default 5 s, so the
+  client pools (which never close one themselves) do not race a closing server.
 - 20x overload for a minute (LABS_OVERLOAD_S, default 60): every request ends as a complete
   answer or a 503 with Retry-After; nothing is lost, nothing hangs, and the gateway's own
   counters agree with what the client saw.
