@@ -62,7 +62,8 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from .errors import ConfigError, GatewayError, PortInUse
-from .server import (CLIENT_POOL_LIMITS, SERVER_KEEP_ALIVE_S, check_port_free, log_tail,
+from .connections import ConnectionLeases
+from .server import (SERVER_KEEP_ALIVE_S, check_port_free, log_tail,
                      spawn_logged)
 
 logger = logging.getLogger(__name__)
@@ -325,11 +326,10 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig, client: httpx.AsyncClient | None = None) -> None:
         self.config = config
-        self.own_client = client is None
-        # Admission already bounds what goes upstream; the pool adds no cap or expiry of its
-        # own (see CLIENT_POOL_LIMITS for why).
-        self.client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(config.request_timeout_s), limits=CLIENT_POOL_LIMITS)
+        # A connection of its own for each upstream request (labs.connections says why):
+        # admission bounds the generation requests, not the /tokenize counts of a flood.
+        self.upstream = (ConnectionLeases.sharing(client) if client is not None else
+                         ConnectionLeases(timeout=httpx.Timeout(config.request_timeout_s)))
         self.admission = Admission(config.max_in_flight, config.max_queue)
         self.metrics = GatewayMetrics(self.admission)
         self._estimate_noted = False
@@ -406,11 +406,12 @@ class Gateway:
             payloads += [{"model": model, "prompt": p} for p in prompts]
         try:
             counts = []
-            for payload in payloads:
-                resp = await self.client.post(self.config.upstream + "/tokenize", json=payload,
-                                              headers=headers, timeout=TOKENIZE_TIMEOUT_S)
-                resp.raise_for_status()
-                counts.append(int(resp.json()["count"]))
+            async with self.upstream.lease() as client:
+                for payload in payloads:
+                    resp = await client.post(self.config.upstream + "/tokenize", json=payload,
+                                             headers=headers, timeout=TOKENIZE_TIMEOUT_S)
+                    resp.raise_for_status()
+                    counts.append(int(resp.json()["count"]))
             return max(counts), "upstream /tokenize"
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             level = logging.DEBUG if self._estimate_noted else logging.WARNING
@@ -430,8 +431,7 @@ class Gateway:
         return headers
 
     async def close(self) -> None:
-        if self.own_client:
-            await self.client.aclose()
+        await self.upstream.aclose()
 
 
 def _text_chars(body: Mapping[str, Any]) -> int:
@@ -459,8 +459,10 @@ class _Exchange:
     """Queue, forward, relay: everything after validation, run as its own task so that a
     client disconnect can cancel it at whichever step it is in."""
 
-    def __init__(self, gateway: Gateway, request: httpx.Request, send: Send) -> None:
-        self.gateway, self.request, self.send = gateway, request, send
+    def __init__(self, gateway: Gateway, path: str, raw: bytes, headers: dict[str, str],
+                 send: Send) -> None:
+        self.gateway, self.path, self.raw, self.headers = gateway, path, raw, headers
+        self.send = send
         self.stage = "queued"
         self.response_complete = False  # the last byte went to the client
 
@@ -476,20 +478,28 @@ class _Exchange:
         gw.metrics.admitted.inc()
         gw.metrics.queue_wait.observe(time.perf_counter() - waited_from)
         try:
-            try:
-                upstream = await gw.client.send(self.request, stream=True)
-            except httpx.HTTPError as exc:
-                gw.metrics.upstream_errors.labels(stage="connect").inc()
-                await self._answer(*gw.upstream_answer(exc))
-                return
-            try:
-                await self._relay(upstream)
-            finally:
-                # Shielded: on a client disconnect this task is being cancelled, and the
-                # close is what tells vLLM to abort the request.
-                await asyncio.shield(upstream.aclose())
+            async with gw.upstream.lease() as client:
+                await self._forward(client)
         finally:
             gw.admission.release()
+
+    async def _forward(self, client: httpx.AsyncClient) -> None:
+        gw = self.gateway
+        request = client.build_request(
+            "POST", gw.config.upstream + self.path, content=self.raw, headers=self.headers,
+            timeout=httpx.Timeout(gw.config.request_timeout_s, connect=CONNECT_TIMEOUT_S))
+        try:
+            upstream = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            gw.metrics.upstream_errors.labels(stage="connect").inc()
+            await self._answer(*gw.upstream_answer(exc))
+            return
+        try:
+            await self._relay(upstream)
+        finally:
+            # Shielded: on a client disconnect this task is being cancelled, and the close
+            # is what tells vLLM to abort the request.
+            await asyncio.shield(upstream.aclose())
 
     async def _relay(self, upstream: httpx.Response) -> None:
         send = self.send
@@ -557,10 +567,7 @@ class _AdmittedRoute:
                     f"{budget} prompt tokens (max_prompt_tokens={budget}). Shorten the prompt "
                     "or the conversation history.", "invalid_request_error", "prompt_too_long"))
                 return
-        upstream_request = gw.client.build_request(
-            "POST", gw.config.upstream + self.path, content=raw, headers=headers,
-            timeout=httpx.Timeout(gw.config.request_timeout_s, connect=CONNECT_TIMEOUT_S))
-        exchange = _Exchange(gw, upstream_request, send)
+        exchange = _Exchange(gw, self.path, raw, headers, send)
         await _run_until_disconnect(exchange, receive, gw.metrics)
 
 
@@ -604,8 +611,9 @@ def create_app(config: GatewayConfig, client: httpx.AsyncClient | None = None) -
         if request.method == "GET":
             headers.pop("content-type", None)
         try:
-            resp = await gw.client.request(request.method, config.upstream + request.url.path,
-                                           headers=headers, content=await request.body())
+            async with gw.upstream.lease() as client:
+                resp = await client.request(request.method, config.upstream + request.url.path,
+                                            headers=headers, content=await request.body())
         except httpx.HTTPError as exc:
             gw.metrics.upstream_errors.labels(stage="connect").inc()
             status, body, _ = gw.upstream_answer(exc)
@@ -617,8 +625,9 @@ def create_app(config: GatewayConfig, client: httpx.AsyncClient | None = None) -
     async def health(request: Request) -> Response:
         """The gateway's own health: always 200 while it runs; upstream reported inside."""
         try:
-            resp = await gw.client.get(config.upstream + "/health",
-                                       timeout=UPSTREAM_HEALTH_TIMEOUT_S)
+            async with gw.upstream.lease() as client:
+                resp = await client.get(config.upstream + "/health",
+                                        timeout=UPSTREAM_HEALTH_TIMEOUT_S)
             upstream = {"url": config.upstream, "healthy": resp.status_code == 200,
                         "status": resp.status_code}
         except httpx.HTTPError as exc:

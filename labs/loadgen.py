@@ -14,9 +14,10 @@ and split on `\\n` alone.
                                    conn=labs.connect())
     result.summary()
 
-`client=` takes any `httpx.AsyncClient`, so tests drive a `MockTransport` and the gateway
-lab drives an ASGI app. A client we create has no connection cap; an injected one keeps its
-own `limits` (httpx's default of 100 connections would queue the 101st request silently).
+Each request in flight has a connection of its own, with no cap on how many
+(`labs.connections` says why one shared httpx pool is not enough under overload).
+`client=` takes any `httpx.AsyncClient` instead, shared by every request, so tests drive a
+`MockTransport` and the gateway lab drives an ASGI app; it keeps its own `limits`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from tqdm.auto import tqdm
 from .client import Connection
 from .errors import ConfigError, ServerNotRunning
 from .results import SLO, RequestRecord, RunResult, save_sweep, sweep_frame
-from .server import CLIENT_POOL_LIMITS
+from .connections import ConnectionLeases
 from .settings import gpu_present
 from .workload import (
     API_KINDS,
@@ -241,11 +242,11 @@ def _error_event(err: Any) -> tuple[str, str]:
 class _Sender:
     """Everything one run needs to send request i: URL, headers, prompts, lengths, clock."""
 
-    def __init__(self, client: httpx.AsyncClient, url: str, headers: dict[str, str],
+    def __init__(self, leases: ConnectionLeases, url: str, headers: dict[str, str],
                  workload: Workload, model: str, prompts: PromptStream,
                  lengths: Iterator[int], timeout_s: float,
                  on_done: Callable[[RequestRecord], None]) -> None:
-        self.client, self.url, self.headers = client, url, headers
+        self.leases, self.url, self.headers = leases, url, headers
         self.workload, self.model, self.prompts, self.lengths = workload, model, prompts, lengths
         self.timeout_s, self.on_done = timeout_s, on_done
         self.t0 = time.perf_counter()
@@ -269,9 +270,10 @@ class _Sender:
         self.on_done(record)
 
     async def _send(self, index: int, scheduled_s: float, body: dict[str, Any]) -> RequestRecord:
-        return await stream_request(self.client, self.url, body, headers=self.headers,
-                                    t0=self.t0, index=index, scheduled_s=scheduled_s,
-                                    timeout_s=self.timeout_s)
+        async with self.leases.lease() as client:
+            return await stream_request(client, self.url, body, headers=self.headers,
+                                        t0=self.t0, index=index, scheduled_s=scheduled_s,
+                                        timeout_s=self.timeout_s)
 
 
 async def _drive(shape: Shape, sender: _Sender) -> list[RequestRecord]:
@@ -295,10 +297,12 @@ async def _drive_closed(shape: Closed, sender: _Sender) -> None:
 
     async def user() -> None:
         nonlocal issued
-        while issued < limit and sender.now() < stop_s:
+        while issued < limit:
+            decided_s = sender.now()  # the decision to start is what the duration limits
+            if decided_s >= stop_s:
+                break
             index, issued = issued, issued + 1
-            body = sender.body()
-            await sender.send(index, sender.now(), body)
+            await sender.send(index, decided_s, sender.body())
 
     sender.t0 = time.perf_counter()
     await asyncio.gather(*(user() for _ in range(shape.concurrency)))
@@ -425,20 +429,23 @@ class _Session:
             conn, base_url, api_key, model)
         self.headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         self.workload, self.timeout_s = workload, timeout_s
-        self.own_client = client is None
-        self.client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=10.0),
-            limits=CLIENT_POOL_LIMITS)
+        self.leases = (ConnectionLeases.sharing(client) if client is not None else
+                       ConnectionLeases(timeout=httpx.Timeout(timeout_s, connect=10.0)))
         self.count_tokens = count_tokens
         self.counter_note = "injected" if count_tokens else None
         self.factory: PromptFactory | None = None
         self.metadata: dict[str, Any] = {}
 
     async def open(self) -> None:
+        # The few set-up requests (model, prompt lengths, version) share one connection.
+        async with self.leases.lease() as client:
+            await self._prepare(client)
+
+    async def _prepare(self, client: httpx.AsyncClient) -> None:
         if not self.model:
-            self.model = await _discover_model(self.client, self.base_url, self.headers)
+            self.model = await _discover_model(client, self.base_url, self.headers)
         if self.workload.prompt_tokens is not None and self.count_tokens is None:
-            self.count_tokens = server_token_counter(self.client, self.base_url, self.model,
+            self.count_tokens = server_token_counter(client, self.base_url, self.model,
                                                      self.headers)
             self.counter_note = "server /tokenize"
         cache = (_FILLER_CACHE.setdefault((self.base_url, self.model), {})
@@ -453,7 +460,7 @@ class _Session:
         self.metadata = {
             "model": self.model, "base_url": self.base_url, "api": self.workload.path,
             "profile": self.profile,
-            "vllm_version": await _vllm_version(self.client, self.base_url, self.headers),
+            "vllm_version": await _vllm_version(client, self.base_url, self.headers),
             "hardware": describe_hardware(),
             "client": f"labs.loadgen (python {platform.python_version()}, "
                       f"httpx {httpx.__version__})",
@@ -463,13 +470,12 @@ class _Session:
         }
 
     async def close(self) -> None:
-        if self.own_client:
-            await self.client.aclose()
+        await self.leases.aclose()
 
     def sender(self, stream: int, on_done: Callable[[RequestRecord], None],
                prefix_stream: int) -> _Sender:
         assert self.factory is not None and self.model is not None
-        return _Sender(self.client, self.base_url + self.workload.path, self.headers,
+        return _Sender(self.leases, self.base_url + self.workload.path, self.headers,
                        self.workload, self.model, self.factory.prompts(prefix_stream),
                        self.workload.output_lengths(stream), self.timeout_s, on_done)
 

@@ -46,21 +46,10 @@ from .settings import Settings
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 STOP_GRACE_S = 30.0
 LOG_TAIL_LINES = 25
-# Keep-alive. HTTP/1.1 has a race no setting removes: if one side closes an idle connection
-# just as the other sends a request on it, that request dies as a bare connection reset, and a
-# POST may not be retried blindly (RFC 9112 9.3.1). The course's 20x overload test met it
-# twice in CI:
-# - the server closed first (uvicorn 5 s, httpx 5 s): 412 of 4,332 requests lost;
-# - the client pool closed first (expiry 2 s): 2 of 4,994 lost, most likely because httpcore
-#   1.0.9 can close, in one pass, a connection it has already handed to a request that has not
-#   yet sent on it (encode/httpcore#1110); expiry and a keep-alive cap make such passes.
-# So our clients' pools never close a connection themselves (`CLIENT_POOL_LIMITS`), and the
-# servers we start keep idle connections for 75 s (nginx's default): only a connection idle
-# that long is closed, by the server, and the pool sees its end of file before reusing it.
+# How long the servers the course starts (vLLM, the gateway) keep an idle connection open;
+# uvicorn's default is 5 s. Our clients never close one themselves, so only the server ever
+# does, after this long (nginx's default); labs.connections says why that matters.
 SERVER_KEEP_ALIVE_S = 75
-# No cap on connections either: httpx's default of 100 would queue the 101st request silently.
-CLIENT_POOL_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=None,
-                                  keepalive_expiry=None)
 
 
 def default_start_timeout(backend: str) -> float:

@@ -458,7 +458,8 @@ def test_closed_loop_stops_starting_requests_after_duration() -> None:
                  shape=Closed(2, duration_s=0.2))
     assert 4 <= len(result.records) <= 16
     assert all(r.ok for r in result.records)
-    assert max(r.sent_s for r in result.records) < 0.2
+    # Every start was decided before the limit (the send itself may land just after it).
+    assert max(r.scheduled_s for r in result.records) < 0.2
 
 
 # --------------------------------------------------------------------------------------------
