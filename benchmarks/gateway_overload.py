@@ -72,26 +72,17 @@ def offer(base_url: str, api_key: str | None, model: str | None, rate_rps: float
           timeout_s: float) -> list[dict[str, Any]]:
     """One client process's share of the load: its records, as dicts (they cross processes).
 
-    Our own httpx client, with at most 32 idle connections kept: with no cap (loadgen's
-    default) every request makes httpcore check every idle connection with a poll() call,
-    and at a few hundred 503s a second the client then measures itself, not the gateway.
-    The price: above 32 open connections httpcore closes idle ones in bulk, which can catch
-    a request just handed one (encode/httpcore#1110, see labs.server.CLIENT_POOL_LIMITS);
-    such a request shows up as a `connection` error in the lost count, never silently.
+    loadgen's own connections: one per request in flight (labs.connections), so a client
+    with hundreds of open connections never scans them all for each request.
     """
     from labs import loadgen
     from labs.workload import Poisson, Workload
 
     async def go() -> list[dict[str, Any]]:
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=32,
-                              keepalive_expiry=None)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=10.0),
-                                     limits=limits) as client:
-            result = await loadgen.run(
-                Poisson(rate_rps, duration_s=duration_s, max_concurrency=max_clients,
-                        seed=seed),
-                Workload(max_tokens=max_tokens), base_url=base_url, api_key=api_key,
-                model=model, client=client, progress=False, timeout_s=timeout_s)
+        result = await loadgen.run(
+            Poisson(rate_rps, duration_s=duration_s, max_concurrency=max_clients, seed=seed),
+            Workload(max_tokens=max_tokens), base_url=base_url, api_key=api_key,
+            model=model, progress=False, timeout_s=timeout_s)
         return [r.to_dict() for r in result.records]
 
     return asyncio.run(go())
