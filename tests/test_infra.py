@@ -235,8 +235,9 @@ def test_engine_flags_are_identical_in_compose_k8s_and_labs_server(name: str) ->
 
 
 def test_engine_keep_alive_is_the_one_labs_server_gives_vllm() -> None:
-    """An idle-connection timeout shorter than the one the gateway's and loadgen's pools rely
-    on brings back the keep-alive race (labs/server.py), so every deployment sets the same."""
+    """An idle-connection timeout shorter than the one the gateway's and loadgen's clients
+    rely on brings back the keep-alive race (labs.connections), so every deployment sets the
+    same."""
     local = engine_env(Settings.from_env())["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"]
     compose = _compose()["x-vllm"]["environment"]["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"]
     container = _docs(K8S / "base" / "vllm.yaml")[0]["spec"]["template"]["spec"]["containers"][0]
