@@ -12,11 +12,13 @@ import sys
 from collections.abc import Sequence
 
 from . import embedded, server
+from .calibration import add_cli as _add_calibrate_cli
 from .card import add_cli as _add_card_cli
 from .ceiling import add_cli as _add_ceiling_cli
 from .cluster import add_cli as _add_cluster_cli
 from .infra import add_cli as _add_infra_cli
 from .loadgen import add_cli as _add_bench_cli
+from .predict import add_cli as _add_predict_cli
 from .errors import LabsError
 from .profiles import DEFAULT_PROFILE, PROFILES, get_profile
 from .settings import Settings
@@ -113,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_parser("profiles", help="list the serving profiles and their flags"
                      ).set_defaults(func=_cmd_profiles)
     _add_bench_cli(verbs)
+    _add_calibrate_cli(verbs)
+    _add_predict_cli(verbs)
     _add_ceiling_cli(verbs)
     _add_card_cli(verbs)
     _add_infra_cli(verbs)

@@ -156,6 +156,22 @@ def weight_bytes_from_config(config: Mapping[str, Any], dtype: str | None = None
     return int(math.ceil(count_parameters(config) * bytes_per_param(dtype)))
 
 
+def step_bytes_of(config: Mapping[str, Any], weight_bytes: int, dtype: str | None) -> int:
+    """Bytes of the weights one decode step reads.
+
+    Every matrix is read whole, except the input embedding: a step looks up one row of it
+    per token. When the LM head shares that table (tied embeddings) the head reads it
+    whole anyway; when it does not (Qwen2.5-7B: 152,064 x 3,584 x 2 B = 1.09 GB), the table
+    is not read, and 15.23 GB of weights cost 14.14 GB per step.
+    """
+    if config.get("tie_word_embeddings", False):
+        return int(weight_bytes)
+    dtype = dtype or config_dtype(config) or "bfloat16"
+    hidden, vocab = _require(config, "hidden_size"), _require(config, "vocab_size")
+    table = vocab * hidden * bytes_per_param(dtype)
+    return int(math.ceil(weight_bytes - table + hidden * bytes_per_param(dtype)))
+
+
 # --- safetensors --------------------------------------------------------------------------
 
 def read_safetensors_header(path: str | Path) -> dict[str, Any]:
@@ -216,6 +232,11 @@ class ModelSize:
     weight_bytes: int
     kv_bytes_per_token: int | None
     source: str  # where the numbers came from: safetensors headers, config.json, built-in
+    step_bytes: int | None = None  # what one decode step reads of them (see step_bytes_of)
+
+    def __post_init__(self) -> None:
+        if self.step_bytes is None:
+            object.__setattr__(self, "step_bytes", self.weight_bytes)
 
 
 def _default_models_dir() -> Path:
@@ -245,8 +266,7 @@ def model_size(model: str | Path, dtype: str | None = None, kv_dtype: str | None
     folder = Path(text).expanduser()
     if not folder.is_dir() and text not in KNOWN_MODELS:
         candidate = (models_dir or _default_models_dir()) / text
-        if candidate.is_dir():
-            folder = candidate
+        folder = candidate if candidate.is_dir() else (hf_cache_folder(text) or folder)
     if folder.is_dir():
         config = _load_config(folder)
         files = safetensors_weights(folder)
@@ -267,20 +287,34 @@ def model_size(model: str | Path, dtype: str | None = None, kv_dtype: str | None
             weight = weight_bytes_from_config(config, dtype)
             shown = dtype or config_dtype(config) or "?"
             source = "config.json"
-        kv = None
+        kv = step = None
         if config is not None:
             kv_type = kv_dtype or dtype or config_dtype(config) or _stored_dtype(files)
             kv = kv_bytes_per_token(config, kv_type)
-        return ModelSize(text, shown, params, weight, kv, source)
+            step = step_bytes_of(config, weight, dtype or _stored_dtype(files))
+        return ModelSize(text, shown, params, weight, kv, source, step)
     if text in KNOWN_MODELS:
         config = KNOWN_MODELS[text]
         dtype = dtype or config_dtype(config)
-        return ModelSize(text, str(dtype), count_parameters(config),
-                         weight_bytes_from_config(config, dtype),
-                         kv_bytes_per_token(config, kv_dtype or dtype), "built-in config")
+        weight = weight_bytes_from_config(config, dtype)
+        return ModelSize(text, str(dtype), count_parameters(config), weight,
+                         kv_bytes_per_token(config, kv_dtype or dtype), "built-in config",
+                         step_bytes_of(config, weight, dtype))
     known = ", ".join(KNOWN_MODELS)
     raise ConfigError(f"no model folder at {text!r} and it is not a known model; pass a "
                       f"folder with config.json or one of: {known}.")
+
+
+def hf_cache_folder(model_id: str) -> Path | None:
+    """The newest snapshot folder of `model_id` (e.g. Qwen/Qwen2.5-3B-Instruct) in the Hugging
+    Face cache (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub), or None."""
+    if "/" not in model_id:
+        return None
+    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.join(Path.home(), ".cache", "huggingface")), "hub")
+    snapshots = Path(hub).expanduser() / f"models--{model_id.replace('/', '--')}" / "snapshots"
+    folders = [p for p in snapshots.glob("*") if (p / "config.json").is_file()]
+    return max(folders, key=lambda p: p.stat().st_mtime) if folders else None
 
 
 def _stored_dtype(files: WeightFiles | None) -> str | None:
@@ -344,14 +378,18 @@ def demand_ratio(demand: int, pool: int) -> float:
 
 def ceiling_report(bandwidth_gbs: float, weight_bytes: float,
                    kv_bytes_per_token: int | None = None,
-                   context_tokens: int = 0) -> dict[str, Any]:
-    """The ceiling and its inputs as a JSON-able dict (what `labs ceiling --json` prints)."""
-    step = bytes_per_step(weight_bytes, kv_bytes_per_token, context_tokens)
-    ceiling = decode_ceiling_tok_s(bandwidth_gbs, weight_bytes, kv_bytes_per_token,
-                                   context_tokens)
+                   context_tokens: int = 0, step_bytes: float | None = None) -> dict[str, Any]:
+    """The ceiling and its inputs as a JSON-able dict (what `labs ceiling --json` prints).
+
+    `step_bytes` is what a step reads of the weights (`ModelSize.step_bytes`; default all of
+    them); `bytes_per_step` adds the KV of `context_tokens`, and the ceiling divides by it."""
+    read = weight_bytes if step_bytes is None else step_bytes
+    step = bytes_per_step(read, kv_bytes_per_token, context_tokens)
+    ceiling = decode_ceiling_tok_s(bandwidth_gbs, read, kv_bytes_per_token, context_tokens)
     report: dict[str, Any] = {
         "bandwidth_gbs": float(bandwidth_gbs),
         "weight_bytes": int(weight_bytes),
+        "step_bytes": int(read),
         "context_tokens": int(context_tokens),
         "bytes_per_step": int(step),
         "ceiling_tok_s": ceiling,
@@ -367,27 +405,38 @@ def ceiling_report(bandwidth_gbs: float, weight_bytes: float,
 
 @dataclass(frozen=True)
 class GpuProfile:
-    """One GPU's memory size and bandwidth, with the datasheet line they come from."""
+    """One GPU's memory, bandwidth and dense bf16 tensor peak, with the datasheet line they
+    come from. Peaks are dense (datasheets often print the 2:4-sparse figure, twice this)."""
     name: str
     memory_gb: float
     bandwidth_gbs: float
     source: str
+    peak_bf16_tflops: float = 0.0
 
 
 GPUS: dict[str, GpuProfile] = {
     g.name: g
     for g in (
         GpuProfile("rtx-4000-ada", 20, 360,
-                   "NVIDIA RTX 4000 Ada datasheet: 20 GB GDDR6, 360 GB/s "
-                   "(the article's 480 GB/s is not this card's figure)"),
-        GpuProfile("l4", 24, 300, "NVIDIA L4 datasheet: 24 GB GDDR6, 300 GB/s"),
-        GpuProfile("a10g", 24, 600, "NVIDIA A10 datasheet / AWS G5: 24 GB GDDR6, 600 GB/s"),
-        GpuProfile("l40s", 48, 864, "NVIDIA L40S datasheet: 48 GB GDDR6, 864 GB/s"),
-        GpuProfile("a100-40gb", 40, 1555, "NVIDIA A100 datasheet: 40 GB HBM2, 1,555 GB/s"),
-        GpuProfile("a100-80gb", 80, 2039, "NVIDIA A100 datasheet: 80 GB HBM2e SXM, 2,039 GB/s"),
-        GpuProfile("h100-sxm", 80, 3350, "NVIDIA H100 datasheet: 80 GB HBM3 SXM, 3.35 TB/s"),
-        GpuProfile("h100-pcie", 80, 2000, "NVIDIA H100 datasheet: 80 GB HBM2e PCIe, 2 TB/s"),
-        GpuProfile("h200", 141, 4800, "NVIDIA H200 datasheet: 141 GB HBM3e, 4.8 TB/s"),
+                   "NVIDIA RTX 4000 Ada datasheet: 20 GB GDDR6, 360 GB/s (the article's "
+                   "480 GB/s is not this card's figure); tensor 327.6 TFLOPS is FP8 with "
+                   "sparsity, so dense bf16 is a quarter of it", 81.9),
+        GpuProfile("l4", 24, 300, "NVIDIA L4 datasheet: 24 GB GDDR6, 300 GB/s, "
+                   "bf16 242 TFLOPS sparse", 121),
+        GpuProfile("a10g", 24, 600, "NVIDIA A10 datasheet / AWS G5: 24 GB GDDR6, 600 GB/s, "
+                   "bf16 125 TFLOPS dense (the A10's figure; the A10G is clocked lower)", 125),
+        GpuProfile("l40s", 48, 864, "NVIDIA L40S datasheet: 48 GB GDDR6, 864 GB/s, "
+                   "bf16 733 TFLOPS sparse", 362),
+        GpuProfile("a100-40gb", 40, 1555, "NVIDIA A100 datasheet: 40 GB HBM2, 1,555 GB/s, "
+                   "bf16 312 TFLOPS dense", 312),
+        GpuProfile("a100-80gb", 80, 2039, "NVIDIA A100 datasheet: 80 GB HBM2e SXM, "
+                   "2,039 GB/s, bf16 312 TFLOPS dense", 312),
+        GpuProfile("h100-sxm", 80, 3350, "NVIDIA H100 datasheet: 80 GB HBM3 SXM, 3.35 TB/s, "
+                   "bf16 1,979 TFLOPS sparse", 989),
+        GpuProfile("h100-pcie", 80, 2000, "NVIDIA H100 datasheet: 80 GB HBM2e PCIe, 2 TB/s, "
+                   "bf16 1,513 TFLOPS sparse", 756),
+        GpuProfile("h200", 141, 4800, "NVIDIA H200 datasheet: 141 GB HBM3e, 4.8 TB/s, "
+                   "bf16 1,979 TFLOPS sparse", 989),
     )
 }
 
@@ -532,15 +581,16 @@ def _cmd_ceiling(args: argparse.Namespace) -> int:
                       measured=asdict(m))
 
     kv = args.kv_bytes_per_token
+    step = None
     if args.weights_gb is not None:
         weight = int(_positive("--weights-gb", args.weights_gb) * GB)
     else:
         size = model_size(args.model, args.dtype, args.kv_dtype)
-        weight = size.weight_bytes
+        weight, step = size.weight_bytes, size.step_bytes
         kv = kv if kv is not None else size.kv_bytes_per_token
         report.update(model=size.model, dtype=size.dtype, params=size.params,
                       weights_source=size.source)
-    report.update(ceiling_report(bandwidth, weight, kv, args.context_tokens))
+    report.update(ceiling_report(bandwidth, weight, kv, args.context_tokens, step))
     if "gpu_memory_gb" in report:
         report["weights_fit"] = weight < report["gpu_memory_gb"] * GB
 
@@ -558,7 +608,11 @@ def _cmd_ceiling(args: argparse.Namespace) -> int:
         context_gb = kv * args.context_tokens / GB
         rows.append(("KV per token", f"{kv:,} B",
                      f"{args.context_tokens:,} tokens of context = {context_gb:,.3f} GB"))
-    rows.append(("read per step", f"{report['bytes_per_step'] / GB:,.2f} GB", "weights + KV"))
+    if report["step_bytes"] != weight:
+        rows.append(("weights read", f"{report['step_bytes'] / GB:,.2f} GB",
+                     "per step: the input embedding is looked up, not read whole"))
+    rows.append(("read per step", f"{report['bytes_per_step'] / GB:,.2f} GB",
+                 "weights read + KV"))
     rows.append(("decode ceiling", f"{report['ceiling_tok_s']:,.1f} tok/s",
                  f"one stream; >= {report['min_step_ms']:,.1f} ms per token"))
     if report.get("weights_fit") is False:
@@ -595,7 +649,7 @@ def add_cli(verbs: Any) -> None:
 __all__ = [
     "GB", "DTYPE_BYTES", "KNOWN_MODELS", "GPUS", "GpuProfile", "get_gpu", "bytes_per_param",
     "config_dtype", "head_dim", "kv_heads", "count_parameters", "kv_bytes_per_token",
-    "weight_bytes_from_config", "read_safetensors_header", "WeightFiles",
+    "weight_bytes_from_config", "step_bytes_of", "hf_cache_folder", "read_safetensors_header", "WeightFiles",
     "safetensors_weights", "ModelSize", "model_size", "bytes_per_step",
     "decode_ceiling_tok_s", "pool_tokens", "demand_tokens", "demand_ratio", "ceiling_report",
     "BandwidthMeasurement", "measure_bandwidth", "add_cli",

@@ -1,0 +1,303 @@
+"""Predict a load run before making it: vLLM's scheduler, replayed step by step on a model.
+
+The replay follows what vLLM 0.32's V1 scheduler does, simplified where it does not change
+the latencies the course measures:
+- each step first gives every running sequence that is decoding one token, then spends what
+  is left of the token budget (`max_num_batched_tokens`) on prompts, running ones first, then
+  waiting ones in arrival order (chunked prefill);
+- a waiting request is admitted only while fewer than `max_num_seqs` run and the KV pool has
+  the blocks for the tokens it computes now; the head of the queue blocks the rest (FCFS);
+- a decoding sequence that needs a new block when none is free preempts the most recently
+  admitted one, which frees its blocks and starts over later (vLLM preempts by recompute);
+- the step that finishes a prompt makes its first token; every later step one more.
+Each step's duration comes from a `StepCost` (`labs.servermodel`), fitted from this server by
+`labs.calibration` or read off a datasheet. Prefix caching is left out (the course's prompts
+start with random words so that it cannot help).
+
+Arrival shapes are the load generator's own (`labs.workload`): Burst, Closed, Poisson, so a
+prediction and a measurement are made of the same request list.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+from .servermodel import ServerLimits, StepCost
+from .workload import Burst, Closed, Poisson, Shape
+
+MAX_STEPS = 2_000_000  # a guard, far beyond any course run
+
+
+@dataclass
+class SimRequest:
+    """One request in the replay; times in seconds from the run start."""
+
+    index: int
+    arrival_s: float
+    prompt_tokens: int
+    max_tokens: int
+    user: int = 0
+    kv_tokens: int = 0         # tokens whose KV exists (prompt so far, then each output)
+    prefill_target: int = 0    # what must be in KV before it decodes (prompt; after a
+    generated: int = 0         # preemption, prompt + the output it had made)
+    blocks: int = 0
+    admitted_at: int = -1      # admission order, for choosing whom to preempt
+    first_token_s: float | None = None
+    end_s: float | None = None
+
+    def __post_init__(self) -> None:
+        self.prefill_target = self.prefill_target or self.prompt_tokens
+
+    @property
+    def prefilling(self) -> bool:
+        return self.kv_tokens < self.prefill_target
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token_s is None else self.first_token_s - self.arrival_s
+
+    @property
+    def e2e_s(self) -> float | None:
+        return None if self.end_s is None else self.end_s - self.arrival_s
+
+
+@dataclass
+class StepTrace:
+    """What one step held: the series a metrics dashboard would show."""
+
+    start_s: float
+    duration_s: float
+    running: int
+    waiting: int
+    decode_seqs: int
+    prefill_tokens: int
+    blocks_used: int
+
+
+@dataclass
+class Replay:
+    requests: list[SimRequest]
+    steps: list[StepTrace] = field(default_factory=list)
+    preemptions: int = 0
+
+    @property
+    def duration_s(self) -> float:
+        ends = [r.end_s for r in self.requests if r.end_s is not None]
+        return max(ends) - min(r.arrival_s for r in self.requests) if ends else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The columns `labs bench` and `RunResult.summary()` use, predicted."""
+        done = [r for r in self.requests if r.end_s is not None]
+        ttft = [r.ttft_s for r in done if r.ttft_s is not None]
+        out = sum(r.max_tokens for r in done)
+        duration = self.duration_s
+        return {
+            "requests": len(self.requests),
+            "duration_s": duration,
+            "agg_tok_s": out / duration if duration else None,
+            "per_user_tok_s": (float(np.mean([r.max_tokens / r.e2e_s for r in done]))
+                               if done else None),
+            "request_rate_rps": len(done) / duration if duration else None,
+            "ttft_s_p50": _pct(ttft, 50), "ttft_s_p95": _pct(ttft, 95),
+            "ttft_s_max": max(ttft) if ttft else None,
+            "e2e_s_p50": _pct([r.e2e_s for r in done], 50),
+            "e2e_s_p95": _pct([r.e2e_s for r in done], 95),
+            "max_running": max((s.running for s in self.steps), default=0),
+            "max_waiting": max((s.waiting for s in self.steps), default=0),
+            "peak_blocks": max((s.blocks_used for s in self.steps), default=0),
+            "preemptions": self.preemptions,
+        }
+
+
+def _pct(values: Sequence[float | None], q: float) -> float | None:
+    clean = [v for v in values if v is not None]
+    return float(np.percentile(clean, q)) if clean else None
+
+
+def _check(limits: ServerLimits, prompt_tokens: int, max_tokens: int) -> None:
+    if prompt_tokens < 1 or max_tokens < 1:
+        raise ConfigError("prompt_tokens and max_tokens must be at least 1.")
+    if prompt_tokens + max_tokens > limits.max_model_len:
+        raise ConfigError(
+            f"a request of {prompt_tokens} prompt + {max_tokens} output tokens exceeds "
+            f"max_model_len {limits.max_model_len}: vLLM would refuse (400) or clamp it.")
+    if limits.blocks_for(prompt_tokens + max_tokens) > limits.num_blocks:
+        raise ConfigError(f"one request of {prompt_tokens + max_tokens} tokens needs more "
+                          f"than the whole KV pool ({limits.pool_tokens} tokens).")
+
+
+class _Engine:
+    def __init__(self, cost: StepCost, limits: ServerLimits) -> None:
+        self.cost, self.limits = cost, limits
+        self.waiting: list[SimRequest] = []
+        self.running: list[SimRequest] = []
+        self.free_blocks = limits.num_blocks
+        self.admissions = 0
+        self.preemptions = 0
+
+    def _grow(self, req: SimRequest, tokens: int) -> bool:
+        need = self.limits.blocks_for(tokens) - req.blocks
+        if need <= 0:
+            return True
+        if need > self.free_blocks:
+            return False
+        self.free_blocks -= need
+        req.blocks += need
+        return True
+
+    def _release(self, req: SimRequest) -> None:
+        self.free_blocks += req.blocks
+        req.blocks = 0
+
+    def _preempt_for(self, req: SimRequest) -> bool:
+        """Free blocks for `req` by preempting the latest admitted other sequence."""
+        others = [r for r in self.running if r is not req]
+        if not others:
+            return False
+        victim = max(others, key=lambda r: r.admitted_at)
+        self.running.remove(victim)
+        self._release(victim)
+        victim.kv_tokens = 0  # recompute: its prompt and the output so far, later
+        victim.prefill_target = victim.prompt_tokens + victim.generated
+        self.preemptions += 1
+        self.waiting.insert(0, victim)
+        return True
+
+    def step(self) -> tuple[list[tuple[SimRequest, int]], int, int, int]:
+        """Schedule one step: [(request, tokens)], decode seqs, their context, prefill."""
+        budget = self.limits.max_num_batched_tokens
+        plan: list[tuple[SimRequest, int]] = []
+        decode_seqs = context = prefill = 0
+        for req in list(self.running):
+            if req not in self.running or budget <= 0:
+                continue  # preempted earlier in this step, or no budget left
+            if req.prefilling:  # a prompt still being prefilled, in chunks
+                n = min(req.prefill_target - req.kv_tokens, budget)
+                if self._grow(req, req.kv_tokens + n):
+                    plan.append((req, n))
+                    prefill += n
+                    budget -= n
+                continue
+            while not self._grow(req, req.kv_tokens + 1):
+                if not self._preempt_for(req):
+                    break
+            if req.blocks >= self.limits.blocks_for(req.kv_tokens + 1):
+                plan.append((req, 1))
+                decode_seqs += 1
+                context += req.kv_tokens
+                budget -= 1
+        while self.waiting and budget > 0 and len(self.running) < self.limits.max_num_seqs:
+            req = self.waiting[0]
+            n = min(req.prefill_target - req.kv_tokens, budget)
+            if not self._grow(req, req.kv_tokens + n):
+                break  # the head of the queue waits for blocks, and so does everyone behind
+            self.waiting.pop(0)
+            req.admitted_at = self.admissions
+            self.admissions += 1
+            self.running.append(req)
+            plan.append((req, n))
+            prefill += n
+            budget -= n
+        return plan, decode_seqs, context, prefill
+
+
+def replay(cost: StepCost, limits: ServerLimits, shape: Shape, prompt_tokens: int,
+           max_tokens: int | Sequence[int], *, seed: int = 0) -> Replay:
+    """Replay `shape` (Burst, Closed or Poisson) of requests with these lengths."""
+    outs = [max_tokens] if isinstance(max_tokens, int) else list(max_tokens)
+    for out in outs:
+        _check(limits, prompt_tokens, out)
+    rng = np.random.default_rng(seed)
+
+    def out_len() -> int:
+        return outs[0] if len(outs) == 1 else int(rng.choice(outs))
+
+    overhead = getattr(cost, "request_overhead_s", 0.0)
+    arrivals: list[tuple[float, int, int]] = []  # (time, index, user)
+    closed = isinstance(shape, Closed)
+    if isinstance(shape, Burst):
+        arrivals = [(0.0, i, i) for i in range(shape.n)]
+        total = shape.n
+    elif isinstance(shape, Closed):
+        total = shape.requests or 10 * shape.concurrency
+        arrivals = [(0.0, i, i) for i in range(min(shape.concurrency, total))]
+    elif isinstance(shape, Poisson):
+        times = shape.arrival_times_s()
+        arrivals = [(float(t), i, i) for i, t in enumerate(times)]
+        total = len(arrivals)
+        if shape.max_concurrency:
+            raise ConfigError("the replay does not model a client-side max_concurrency.")
+    else:
+        raise ConfigError(f"cannot replay {shape!r}")
+    heapq.heapify(arrivals)
+    issued = len(arrivals)
+    engine = _Engine(cost, limits)
+    requests: list[SimRequest] = []
+    steps: list[StepTrace] = []
+    now = 0.0
+    for _ in range(MAX_STEPS):
+        while arrivals and arrivals[0][0] + overhead / 2 <= now + 1e-12:
+            t, i, user = heapq.heappop(arrivals)
+            req = SimRequest(i, t, prompt_tokens, out_len(), user=user)
+            requests.append(req)
+            engine.waiting.append(req)
+        plan, decode_seqs, context, prefill = engine.step()
+        if not plan:
+            if not arrivals:
+                break
+            now = max(now, arrivals[0][0] + overhead / 2)
+            continue
+        duration = cost.step_s(decode_seqs, context, prefill)
+        steps.append(StepTrace(now, duration, len(engine.running), len(engine.waiting),
+                               decode_seqs, prefill, limits.num_blocks - engine.free_blocks))
+        now += duration
+        for req, n in plan:
+            req.kv_tokens += n
+            if req.prefilling:
+                continue  # more chunks of this prompt to go
+            req.generated += 1
+            if req.first_token_s is None:
+                req.first_token_s = now + overhead / 2
+            if req.generated >= req.max_tokens:
+                req.end_s = now + overhead / 2
+                engine.running.remove(req)
+                engine._release(req)
+                if closed and issued < total:
+                    heapq.heappush(arrivals, (req.end_s, issued, req.user))
+                    issued += 1
+    else:
+        raise ConfigError("the replay did not finish; is the workload far too large?")
+    return Replay(requests, steps, engine.preemptions)
+
+
+def predict_closed(cost: StepCost, limits: ServerLimits, levels: Sequence[int], *,
+                   prompt_tokens: int, max_tokens: int,
+                   requests_per_level: int | None = None) -> list[dict[str, Any]]:
+    """One row per concurrency level, as `labs bench` would measure it (same columns)."""
+    rows = []
+    for c in levels:
+        n = requests_per_level or max(8, 4 * c)  # labs bench's default
+        s = replay(cost, limits, Closed(c, requests=n), prompt_tokens, max_tokens).summary()
+        rows.append({"concurrency": c, "requests": n, "agg_tok_s": s["agg_tok_s"],
+                     "per_user_tok_s": s["per_user_tok_s"], "ttft_s_p50": s["ttft_s_p50"],
+                     "ttft_s_p95": s["ttft_s_p95"], "max_running": s["max_running"]})
+    return rows
+
+
+def capacity_rps(cost: StepCost, limits: ServerLimits, prompt_tokens: int,
+                 max_tokens: int) -> float:
+    """Requests per second the engine completes when it is never short of work: a closed
+    loop with twice the users it can run at once (so a queue is always waiting)."""
+    per_req = limits.blocks_for(prompt_tokens + max_tokens)
+    slots = max(1, min(limits.max_num_seqs, limits.num_blocks // per_req))
+    users = 2 * slots
+    s = replay(cost, limits, Closed(users, requests=max(4 * users, 16)), prompt_tokens,
+               max_tokens).summary()
+    return float(s["request_rate_rps"] or math.nan)
