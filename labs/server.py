@@ -265,7 +265,42 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+def _reap(pid: int) -> None:
+    """Collect `pid`'s exit status if it is our child: an unreaped child stays a zombie, and
+    a zombie still answers signals, so its group would look alive for the whole grace period
+    (30 s lost per restart before this)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # not our child (another shell started it): its parent or init reaps it
+
+
+def _group_members(pgid: int) -> list[int] | None:
+    """Live (not zombie) pids of process group `pgid`, read from /proc; None without /proc."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ")"
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
+
+
 def _group_alive(pgid: int) -> bool:
+    """Does any process of group `pgid` still run? Zombies count as gone."""
+    _reap(pgid)
+    members = _group_members(pgid)
+    if members is not None:
+        return bool(members)
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -469,7 +504,7 @@ def _stop_pgid(pgid: int, proc: subprocess.Popen[bytes] | None) -> None:
             proc.poll()  # reap our own child so the group can empty
         if not _group_alive(pgid):
             return
-        time.sleep(0.2)
+        time.sleep(0.1)
     try:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
