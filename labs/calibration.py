@@ -75,6 +75,7 @@ class Calibration:
     step_points: tuple[StepPoint, ...] = ()
     ttft_points: tuple[TTFTPoint, ...] = ()
     profile: str | None = None
+    cpu_signature: str = ""
     schema_version: int = SCHEMA_VERSION
 
     # -- what the fit says ----------------------------------------------------------------
@@ -119,6 +120,7 @@ class Calibration:
             "schema_version": self.schema_version, "model": self.model,
             "hardware": self.hardware, "vllm_version": self.vllm_version,
             "backend": self.backend, "profile": self.profile,
+            "cpu_signature": self.cpu_signature,
             "measured_at": self.measured_at, "wall_s": self.wall_s,
             "steps": self.steps.to_dict(), "limits": self.limits.to_dict(),
             "step_points": [p.to_dict() for p in self.step_points],
@@ -140,7 +142,7 @@ class Calibration:
             backend=data["backend"], measured_at=data["measured_at"], wall_s=data["wall_s"],
             step_points=tuple(StepPoint(**p) for p in data.get("step_points", ())),
             ttft_points=tuple(TTFTPoint(**p) for p in data.get("ttft_points", ())),
-            profile=data.get("profile"))
+            profile=data.get("profile"), cpu_signature=data.get("cpu_signature", ""))
 
     def save(self, path: Path | None = None) -> Path:
         path = path or default_path()
@@ -307,6 +309,7 @@ def measure(conn: Connection, *, progress: bool = True,
         steps=steps, limits=limits, model=str(meta.get("model") or conn.model),
         hardware=str(meta.get("hardware")), vllm_version=meta.get("vllm_version"),
         backend=Settings.from_env().backend, profile=conn.profile,
+        cpu_signature=cpu_signature(),
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         wall_s=time.perf_counter() - started,
         step_points=tuple(step_points), ttft_points=tuple(ttft_points))
@@ -332,7 +335,7 @@ def fit(step_points: Sequence[StepPoint], ttft_points: Sequence[TTFTPoint],
     if slope <= 0:
         raise ConfigError("TTFT did not grow with the prompt length; the calibration runs "
                           "were disturbed (another load on the server?). Run it again.")
-    overhead = max(0.0, float(intercept) - fixed - per_seq)
+    overhead = max(0.0, float(intercept) - fixed)
     return LinearSteps(fixed_s=fixed, per_seq_s=per_seq, per_context_token_s=per_ctx,
                        prefill_tok_s=float(1 / slope), request_overhead_s=overhead)
 
@@ -382,8 +385,23 @@ def _matches(saved: Calibration, conn: Connection) -> bool:
     except Exception:  # noqa: BLE001 - an old server without /version: compare the rest
         pass
     return (saved.model == conn.model and saved.hardware == describe_hardware()
+            and saved.cpu_signature == cpu_signature()
             and saved.backend == Settings.from_env().backend
             and (version is None or saved.vllm_version == version))
+
+
+def cpu_signature() -> str:
+    """The CPU features that change vLLM's speed on it: two machines both called "AMD EPYC"
+    (one with AVX2 only, one with AVX-512) must not share a calibration."""
+    import platform
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith(("flags", "Features"))), [])
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "asimd", "sve")
+    return " ".join([platform.machine()] + [f for f in wanted if f in flags])
 
 
 def _age_s(saved: Calibration) -> float:

@@ -264,7 +264,7 @@ def model_size(model: str | Path, dtype: str | None = None, kv_dtype: str | None
     """
     text = str(model)
     folder = Path(text).expanduser()
-    if not folder.is_dir() and text not in KNOWN_MODELS:
+    if not folder.is_dir():  # a course model, else the Hugging Face cache, else built-in
         candidate = (models_dir or _default_models_dir()) / text
         folder = candidate if candidate.is_dir() else (hf_cache_folder(text) or folder)
     if folder.is_dir():

@@ -159,6 +159,12 @@ class ServerLimits:
         """KV blocks a sequence of `tokens` tokens holds (whole blocks only)."""
         return math.ceil(tokens / self.block_size)
 
+    def fit_at_once(self, tokens_per_request: int) -> int:
+        """How many requests of this many tokens hold their whole KV at once, within
+        max_num_seqs."""
+        return max(0, min(self.max_num_seqs,
+                          self.num_blocks // self.blocks_for(tokens_per_request)))
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -21,6 +21,7 @@ prediction and a measurement are made of the same request list.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class SimRequest:
     generated: int = 0         # preemption, prompt + the output it had made)
     blocks: int = 0
     admitted_at: int = -1      # admission order, for choosing whom to preempt
+    running: bool = False
     first_token_s: float | None = None
     end_s: float | None = None
 
@@ -136,7 +138,7 @@ def _check(limits: ServerLimits, prompt_tokens: int, max_tokens: int) -> None:
 class _Engine:
     def __init__(self, cost: StepCost, limits: ServerLimits) -> None:
         self.cost, self.limits = cost, limits
-        self.waiting: list[SimRequest] = []
+        self.waiting: deque[SimRequest] = deque()
         self.running: list[SimRequest] = []
         self.free_blocks = limits.num_blocks
         self.admissions = 0
@@ -157,17 +159,17 @@ class _Engine:
         req.blocks = 0
 
     def _preempt_for(self, req: SimRequest) -> bool:
-        """Free blocks for `req` by preempting the latest admitted other sequence."""
-        others = [r for r in self.running if r is not req]
-        if not others:
+        """Free blocks for `req` by preempting the latest admitted other sequence (the
+        running list is in admission order, so that is its last live entry)."""
+        victim = next((r for r in reversed(self.running) if r.running and r is not req), None)
+        if victim is None:
             return False
-        victim = max(others, key=lambda r: r.admitted_at)
-        self.running.remove(victim)
+        victim.running = False
         self._release(victim)
         victim.kv_tokens = 0  # recompute: its prompt and the output so far, later
         victim.prefill_target = victim.prompt_tokens + victim.generated
         self.preemptions += 1
-        self.waiting.insert(0, victim)
+        self.waiting.appendleft(victim)
         return True
 
     def step(self) -> tuple[list[tuple[SimRequest, int]], int, int, int]:
@@ -175,8 +177,8 @@ class _Engine:
         budget = self.limits.max_num_batched_tokens
         plan: list[tuple[SimRequest, int]] = []
         decode_seqs = context = prefill = 0
-        for req in list(self.running):
-            if req not in self.running or budget <= 0:
+        for req in self.running:
+            if not req.running or budget <= 0:
                 continue  # preempted earlier in this step, or no budget left
             if req.prefilling:  # a prompt still being prefilled, in chunks
                 n = min(req.prefill_target - req.kv_tokens, budget)
@@ -193,19 +195,25 @@ class _Engine:
                 decode_seqs += 1
                 context += req.kv_tokens
                 budget -= 1
+        self.running = [r for r in self.running if r.running]
         while self.waiting and budget > 0 and len(self.running) < self.limits.max_num_seqs:
             req = self.waiting[0]
             n = min(req.prefill_target - req.kv_tokens, budget)
             if not self._grow(req, req.kv_tokens + n):
                 break  # the head of the queue waits for blocks, and so does everyone behind
-            self.waiting.pop(0)
+            self.waiting.popleft()
             req.admitted_at = self.admissions
+            req.running = True
             self.admissions += 1
             self.running.append(req)
             plan.append((req, n))
             prefill += n
             budget -= n
         return plan, decode_seqs, context, prefill
+
+    def finish(self, req: SimRequest) -> None:
+        req.running = False
+        self._release(req)
 
 
 def replay(cost: StepCost, limits: ServerLimits, shape: Shape, prompt_tokens: int,
@@ -267,8 +275,7 @@ def replay(cost: StepCost, limits: ServerLimits, shape: Shape, prompt_tokens: in
                 req.first_token_s = now + overhead / 2
             if req.generated >= req.max_tokens:
                 req.end_s = now + overhead / 2
-                engine.running.remove(req)
-                engine._release(req)
+                engine.finish(req)
                 if closed and issued < total:
                     heapq.heappush(arrivals, (req.end_s, issued, req.user))
                     issued += 1
@@ -295,8 +302,7 @@ def capacity_rps(cost: StepCost, limits: ServerLimits, prompt_tokens: int,
                  max_tokens: int) -> float:
     """Requests per second the engine completes when it is never short of work: a closed
     loop with twice the users it can run at once (so a queue is always waiting)."""
-    per_req = limits.blocks_for(prompt_tokens + max_tokens)
-    slots = max(1, min(limits.max_num_seqs, limits.num_blocks // per_req))
+    slots = max(1, limits.fit_at_once(prompt_tokens + max_tokens))
     users = 2 * slots
     s = replay(cost, limits, Closed(users, requests=max(4 * users, 16)), prompt_tokens,
                max_tokens).summary()
