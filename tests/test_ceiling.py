@@ -237,9 +237,24 @@ def test_cli_json_for_a_known_model(capsys):
     report = json.loads(out)  # exactly one JSON object
     assert report["kv_bytes_per_token"] == 57_344
     assert report["weight_bytes"] == 15_231_233_024
-    assert report["bytes_per_step"] == 15_231_233_024 + 4000 * 57_344
+    # A step reads one row of the untied input embedding (152,064 x 3,584 x 2 B), not all.
+    table = 152_064 * 3_584 * 2
+    assert report["step_bytes"] == 15_231_233_024 - table + 3_584 * 2
+    assert report["bytes_per_step"] == report["step_bytes"] + 4000 * 57_344
     assert report["ceiling_tok_s"] == pytest.approx(360e9 / report["bytes_per_step"])
     assert report["weights_fit"] is True
+
+
+def test_cli_the_articles_card_and_model_read_14_1_gb_a_step(capsys):
+    rc, out = _run(["ceiling", "--gpu", "rtx-4000-ada", "--model", "Qwen/Qwen2.5-7B-Instruct",
+                    "--json"], capsys)
+    report = json.loads(out)
+    assert report["step_bytes"] == pytest.approx(14.14e9, rel=1e-3)
+    assert report["ceiling_tok_s"] == pytest.approx(25.5, abs=0.05)
+
+
+def test_a_tied_model_reads_all_its_weights_each_step():
+    assert c.step_bytes_of(SMOL, 538_060_032, "float32") == 538_060_032
 
 
 def test_cli_article_numbers_and_table(capsys):
