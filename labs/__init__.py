@@ -19,7 +19,8 @@ from .settings import Settings
 from .client import connect, Connection
 from .workload import Burst, Closed, Poisson, Workload
 from .results import SLO, RunResult
-from . import article, ceiling, checks, experiments, loadgen, metrics, server
+from . import (article, calibration, ceiling, checks, experiments, loadgen, metrics, server,
+               servermodel, simulate, sizing)
 
 __all__ = [
     "ConfigError", "LabsError", "ModelError", "PortInUse", "ServerAlreadyRunning",
@@ -28,7 +29,8 @@ __all__ = [
     "ServerRecord", "VLLMServer", "ensure_server", "running_server", "serve", "stop",
     "Settings", "connect", "Connection",
     "Burst", "Closed", "Poisson", "Workload", "SLO", "RunResult",
-    "article", "ceiling", "checks", "experiments", "loadgen", "metrics", "server",
+    "article", "calibration", "ceiling", "checks", "experiments", "loadgen", "metrics", "server",
+    "servermodel", "simulate", "sizing",
 ]
 
 from .notebook import install as _install_notebook_errors

@@ -238,3 +238,50 @@ def run_through_gateway(max_in_flight: int, max_queue: int, shape: Shape, worklo
                         label=f"gateway N={max_in_flight} M={max_queue}")
     finally:
         gw.stop_gateway_process(proc)
+
+
+# --------------------------------------------------------------------------------------------
+# Predicted beside measured (every notebook predicts from the calibration, then measures)
+
+
+def beside(predicted: pd.DataFrame, measured: pd.DataFrame, key: str,
+           columns: Sequence[str]) -> pd.DataFrame:
+    """One row per `key`: each column predicted, measured, and the prediction's error in %
+    (positive: the model said more than the server did)."""
+    both = predicted[[key, *columns]].merge(measured[[key, *columns]], on=key,
+                                            suffixes=(" predicted", " measured"))
+    for col in columns:
+        both[f"{col} error %"] = 100 * (both[f"{col} predicted"] - both[f"{col} measured"]) \
+            / both[f"{col} measured"]
+    ordered = [key] + [f"{c} {s}" for c in columns for s in ("predicted", "measured", "error %")]
+    return both[ordered]
+
+
+def predicted_ttft_alone(cal, lengths: Sequence[float]) -> pd.DataFrame:
+    """TTFT of one request on an idle server, from the calibration."""
+    return pd.DataFrame([{"prompt_tokens": n, "ttft_s_p50": cal.predict_ttft_alone_s(n)}
+                         for n in lengths])
+
+
+def predicted_single_stream(cal, output_lengths: Sequence[int],
+                            prompt_tokens: int = 32) -> pd.DataFrame:
+    """One user alone: decode tok/s (1 / TPOT) at each output length, from the calibration."""
+    from .simulate import replay
+
+    rows = []
+    for n in output_lengths:
+        req = replay(cal.steps, cal.limits, Burst(1), prompt_tokens, n).requests[0]
+        tpot = (req.e2e_s - req.ttft_s) / (n - 1)
+        rows.append({"output_tokens": n, "tpot_s_p50": tpot, "decode_tok_s": 1 / tpot})
+    return pd.DataFrame(rows)
+
+
+def predicted_sweep(cal, levels: Sequence[int], *, max_tokens: int,
+                    prompt_tokens: int, rounds: int) -> pd.DataFrame:
+    """`concurrency_sweep`'s table, predicted (the same requests per level)."""
+    from .simulate import predict_closed
+
+    rows = [predict_closed(cal.steps, cal.limits, [c], prompt_tokens=prompt_tokens,
+                           max_tokens=max_tokens, requests_per_level=max(c * rounds, 4))[0]
+            for c in levels]
+    return pd.DataFrame(rows)

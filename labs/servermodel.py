@@ -210,3 +210,19 @@ def limits_from(cache_config: Any, max_model_len: int, flags: Sequence[str], bac
         max_num_seqs=int(given_seqs) if given_seqs else seqs,
         max_num_batched_tokens=int(given_tokens) if given_tokens else tokens,
         source=source)
+
+
+def with_flags(limits: ServerLimits, flags: Sequence[str]) -> ServerLimits:
+    """`limits` as another profile's flags would change them (max-num-seqs, max-model-len,
+    max-num-batched-tokens, num-gpu-blocks-override); what no flag names stays as it is. Lets a
+    notebook predict a profile before restarting the server with it."""
+    from dataclasses import replace
+
+    changes: dict[str, int] = {}
+    for flag, name in (("max-num-seqs", "max_num_seqs"), ("max-model-len", "max_model_len"),
+                       ("max-num-batched-tokens", "max_num_batched_tokens"),
+                       ("num-gpu-blocks-override", "num_blocks")):
+        value = flag_value(flags, flag)
+        if value is not None:
+            changes[name] = int(value)
+    return replace(limits, **changes, source=limits.source + "; changed by profile flags")
