@@ -236,11 +236,12 @@ def _mean_gap_s(run: Any, skip_first: int = 2) -> float:
 
 
 def batch_sizes(limits: ServerLimits) -> list[int]:
-    """1, 8 and 32 sequences (and 64 where the engine takes them), never more than it runs."""
-    wanted = [1, 8, 32, 64] if limits.max_num_seqs >= 64 else [1, 8, 32]
-    sizes = sorted({min(b, limits.max_num_seqs) for b in wanted})
+    """1, 8, 32 and 64 sequences, never more than the engine runs at once (max_num_seqs, and
+    what its KV pool holds of these short requests, chat template included)."""
+    most = max(1, limits.fit_at_once(2 * SHORT_PROMPT_TOKENS + DECODE_TOKENS))
+    sizes = sorted({min(b, most) for b in (1, 8, 32, 64)})
     if len(sizes) < 3:
-        sizes = sorted({1, max(1, limits.max_num_seqs // 2), limits.max_num_seqs})
+        sizes = sorted({1, max(1, most // 2), most})
     return sizes
 
 
@@ -273,10 +274,11 @@ def measure(conn: Connection, *, progress: bool = True,
 
     say(f"calibrate: TTFT of one request alone at {prompt_lengths(limits)} prompt tokens")
     ttft_points = []
-    for i, n in enumerate(prompt_lengths(limits)):
-        run = run_sync(Closed(1, requests=2), Workload(prompt_tokens=n, max_tokens=1),
-                       conn=conn, warmup=2 if i == 0 else 0, progress=False,
-                       label=f"calibrate ttft {n}")
+    for n in prompt_lengths(limits):
+        # Warm-up first at every length: the first prompt of a new length can take twice as
+        # long on a fresh CPU server (kernels set up for the new shape), once.
+        run = run_sync(Closed(1, requests=3), Workload(prompt_tokens=n, max_tokens=1),
+                       conn=conn, warmup=1, progress=False, label=f"calibrate ttft {n}")
         meta = meta or run.metadata
         s = run.summary()
         if not s["ok"]:

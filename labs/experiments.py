@@ -157,6 +157,15 @@ def _jsonable(value: object) -> object:
 # Notebook 05: admission control
 
 
+def measure_capacity(conn: Connection, slots: int, workload: Workload) -> RunResult:
+    """What the engine completes per second when it is never short of work: a closed loop
+    of twice as many users as it runs at once, four rounds. `request_rate_rps` of the
+    result's summary is the capacity."""
+    users = 2 * max(1, slots)
+    return run_sync(Closed(users, requests=4 * users), workload, conn=conn, warmup=1,
+                    progress=False, label=f"capacity, {users} users")
+
+
 def admission_table(results: dict[str, RunResult], slo: SLO) -> pd.DataFrame:
     """One row per setup: what its served requests saw, what it refused, and how."""
     rows = {}

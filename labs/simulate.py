@@ -34,6 +34,10 @@ from .servermodel import ServerLimits, StepCost
 from .workload import Burst, Closed, Poisson, Shape
 
 MAX_STEPS = 2_000_000  # a guard, far beyond any course run
+# Requests sent "at once" reach the engine one after another, this far apart (the load
+# generator and the API server handle them in turn). It matters: the engine starts a step as
+# soon as the first one arrives, so in a burst the first request is prefilled alone.
+DISPATCH_S = 0.0005
 
 
 @dataclass
@@ -176,7 +180,6 @@ class _Engine:
         """Schedule one step: [(request, tokens)], decode seqs, their context, prefill."""
         budget = self.limits.max_num_batched_tokens
         plan: list[tuple[SimRequest, int]] = []
-        decode_seqs = context = prefill = 0
         for req in self.running:
             if not req.running or budget <= 0:
                 continue  # preempted earlier in this step, or no budget left
@@ -184,7 +187,6 @@ class _Engine:
                 n = min(req.prefill_target - req.kv_tokens, budget)
                 if self._grow(req, req.kv_tokens + n):
                     plan.append((req, n))
-                    prefill += n
                     budget -= n
                 continue
             while not self._grow(req, req.kv_tokens + 1):
@@ -192,9 +194,11 @@ class _Engine:
                     break
             if req.blocks >= self.limits.blocks_for(req.kv_tokens + 1):
                 plan.append((req, 1))
-                decode_seqs += 1
-                context += req.kv_tokens
                 budget -= 1
+        # A sequence preempted after it was planned gives its place back.
+        kept = [(req, n) for req, n in plan if req.running]
+        budget += sum(n for _, n in plan) - sum(n for _, n in kept)
+        plan = kept
         self.running = [r for r in self.running if r.running]
         while self.waiting and budget > 0 and len(self.running) < self.limits.max_num_seqs:
             req = self.waiting[0]
@@ -207,9 +211,10 @@ class _Engine:
             self.admissions += 1
             self.running.append(req)
             plan.append((req, n))
-            prefill += n
             budget -= n
-        return plan, decode_seqs, context, prefill
+        decoding = [(req, n) for req, n in plan if not req.prefilling]
+        return (plan, len(decoding), sum(req.kv_tokens for req, _ in decoding),
+                sum(n for req, n in plan if req.prefilling))
 
     def finish(self, req: SimRequest) -> None:
         req.running = False
@@ -231,11 +236,11 @@ def replay(cost: StepCost, limits: ServerLimits, shape: Shape, prompt_tokens: in
     arrivals: list[tuple[float, int, int]] = []  # (time, index, user)
     closed = isinstance(shape, Closed)
     if isinstance(shape, Burst):
-        arrivals = [(0.0, i, i) for i in range(shape.n)]
+        arrivals = [(i * DISPATCH_S, i, i) for i in range(shape.n)]
         total = shape.n
     elif isinstance(shape, Closed):
         total = shape.requests or 10 * shape.concurrency
-        arrivals = [(0.0, i, i) for i in range(min(shape.concurrency, total))]
+        arrivals = [(i * DISPATCH_S, i, i) for i in range(min(shape.concurrency, total))]
     elif isinstance(shape, Poisson):
         times = shape.arrival_times_s()
         arrivals = [(float(t), i, i) for i, t in enumerate(times)]

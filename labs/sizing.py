@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .servermodel import ServerLimits, StepCost
-from .simulate import capacity_rps, predict_closed
+from .simulate import predict_closed
 
 ARTICLE_DEMAND_RATIO = 128_000 / 38_816  # 32 users x 4,000 tokens over 2,426 x 16 blocks
 PROMPT_SHARE_OF_MAX_LEN = 0.9  # room for the chat template and the answer
@@ -80,24 +80,28 @@ class Overload:
     capacity_rps: float
     multiple: float
     requests: int
+    capacity_source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def overload(cost: StepCost, uncapped: ServerLimits, *, prompt_tokens: int,
-             output_tokens: int, multiple: float = 2.0, requests: int = 60) -> Overload:
-    """Arrivals at `multiple` x what the *uncapped* engine completes per second: beyond what
-    the whole engine can serve, so its backlog grows for as long as the run lasts.
+def overload(capacity_rps: float, slots: int, *, multiple: float = 2.0, requests: int = 60,
+             capacity_source: str = "") -> Overload:
+    """Arrivals at `multiple` x what the *uncapped* engine completes per second
+    (`capacity_rps`, measured by `labs.experiments.measure_capacity` or predicted by
+    `labs.simulate.capacity_rps`): beyond what the whole engine can serve, so its backlog
+    grows for as long as the run lasts.
 
-    At least 3 x as many requests as the engine runs at once: at 2x, half of what arrives
-    is still waiting when the last one arrives, and a backlog smaller than the engine's
-    slots would all be running, not waiting."""
+    At least 3 x as many requests as the engine runs at once (`slots`): at 2x, half of what
+    arrives is still waiting when the last one arrives, and a backlog smaller than the
+    engine's slots would all be running, not waiting."""
     if multiple < 1.5:
         raise ConfigError(f"an overload of {multiple}x is not one; use 1.5 or more.")
-    capacity = capacity_rps(cost, uncapped, prompt_tokens, output_tokens)
-    slots = fit_at_once(uncapped, prompt_tokens, output_tokens)
-    return Overload(multiple * capacity, capacity, multiple, max(requests, 3 * slots))
+    if not capacity_rps > 0:
+        raise ConfigError(f"capacity must be a positive rate, not {capacity_rps!r}.")
+    return Overload(multiple * capacity_rps, capacity_rps, multiple,
+                    max(requests, 3 * slots), capacity_source)
 
 
 def concurrency_levels(cost: StepCost, limits: ServerLimits, *, prompt_tokens: int,

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,16 @@ def test_connect_to_nothing_says_how_to_start(free_port: int) -> None:
     with pytest.raises(labs.ServerNotRunning) as err:
         labs.connect(settings, timeout_s=1)
     assert "python -m labs serve" in str(err.value)
+
+
+def test_stop_returns_when_the_group_is_gone_even_if_nobody_waited_on_it(
+        tmp_path: Path) -> None:
+    # `serve` returns a record, not the Popen: the stopping code must reap the child itself,
+    # or the zombie keeps the group "alive" for the whole grace period (it did: 30 s).
+    proc = server.spawn_logged(["sleep", "60"], tmp_path / "sleep.log", dict(os.environ))
+    pid = proc.pid
+    del proc  # as after serve(): nobody holds the Popen
+    started = time.monotonic()
+    server._stop_pgid(pid, None)
+    assert time.monotonic() - started < server.STOP_GRACE_S / 3
+    assert not server._group_alive(pid)

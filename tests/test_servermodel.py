@@ -246,7 +246,8 @@ def test_kv_burst_is_the_articles_on_the_articles_card_and_scales_users_on_an_h2
                          ids=["fast-cpu", "slow-cpu", "h200"])
 def test_the_overload_is_a_multiple_of_what_the_uncapped_engine_serves(cost):
     limits = H200 if not isinstance(cost, LinearSteps) else CPU_KV_PRESSURE
-    o = sizing.overload(cost, limits, prompt_tokens=128, output_tokens=32)
+    capacity = simulate.capacity_rps(cost, limits, 128, 32)
+    o = sizing.overload(capacity, sizing.fit_at_once(limits, 128, 32))
     assert o.rate_rps >= 2 * o.capacity_rps * 0.999
     # Offered at that rate, the backlog grows: the uncapped engine's last request waits
     # longer than its first by far more than a request takes alone.
@@ -256,12 +257,12 @@ def test_the_overload_is_a_multiple_of_what_the_uncapped_engine_serves(cost):
     ttft = [q.ttft_s for q in sorted(r.requests, key=lambda q: q.index)]
     assert ttft[-1] > 5 * ttft[0]
     with pytest.raises(ConfigError):
-        sizing.overload(cost, limits, prompt_tokens=128, output_tokens=32, multiple=1.2)
+        sizing.overload(capacity, 4, multiple=1.2)
 
 
 def test_a_faster_machine_gets_a_heavier_overload():
-    fast = sizing.overload(FAST_CPU, CPU_KV_PRESSURE, prompt_tokens=128, output_tokens=32)
-    slow = sizing.overload(SLOW_CPU, CPU_KV_PRESSURE, prompt_tokens=128, output_tokens=32)
+    fast, slow = (sizing.overload(simulate.capacity_rps(cost, CPU_KV_PRESSURE, 128, 32), 20)
+                  for cost in (FAST_CPU, SLOW_CPU))
     assert fast.rate_rps > 2 * slow.rate_rps
 
 
