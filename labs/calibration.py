@@ -95,9 +95,12 @@ class Calibration:
 
     def predict_ttft_alone_s(self, prompt_tokens: float) -> float:
         """TTFT of one request on an idle server (chunks of max_num_batched_tokens)."""
-        chunks = max(1, int(np.ceil(prompt_tokens / self.limits.max_num_batched_tokens)))
-        return (self.steps.request_overhead_s + chunks * self.steps.fixed_s
-                + prompt_tokens / self.steps.prefill_tok_s)
+        budget, done, total = self.limits.max_num_batched_tokens, 0.0, 0.0
+        while done < prompt_tokens:
+            n = min(budget, prompt_tokens - done)
+            total += self.steps.step_s(0, 0, int(n), n * done + n * n / 2)
+            done += n
+        return self.steps.request_overhead_s + total
 
     def describe(self) -> str:
         lines = [f"calibration of {self.model} on {self.hardware}",
@@ -255,8 +258,9 @@ def long_context(limits: ServerLimits) -> tuple[int, int]:
 
 
 def prompt_lengths(limits: ServerLimits) -> list[int]:
+    """Four lengths up to 1,024 tokens (one chunk each): enough to see attention's share."""
     top = min(1024, limits.max_num_batched_tokens, limits.max_model_len - 8)
-    return sorted({64, max(65, top // 4), top})
+    return sorted({64, max(65, top // 4), max(66, top // 2), top})
 
 
 def measure(conn: Connection, *, progress: bool = True,
@@ -330,16 +334,23 @@ def fit(step_points: Sequence[StepPoint], ttft_points: Sequence[TTFTPoint],
     coef = _nonnegative_lstsq(a / y[:, None], np.ones_like(y))
     fixed, per_seq, per_ctx = (float(c) for c in coef)
 
-    # Prefill: the slope of TTFT against prompt length (one chunk per point).
+    # Prefill: TTFT alone = overhead + fixed + P / rate + pair x P^2 / 2 (one chunk each).
     p = np.array([t.prompt_tokens for t in ttft_points])
     t = np.array([t.ttft_s for t in ttft_points])
-    slope, intercept = np.polyfit(p, t, 1)
-    if slope <= 0:
+    if len(ttft_points) >= 3:
+        design = np.column_stack([np.ones_like(p), p, p * p / 2])
+        intercept, per_token, per_pair = _nonnegative_lstsq(design / t[:, None],
+                                                            np.ones_like(t))
+    else:
+        per_token, intercept = np.polyfit(p, t, 1)
+        per_pair = 0.0
+    if per_token <= 0:
         raise ConfigError("TTFT did not grow with the prompt length; the calibration runs "
                           "were disturbed (another load on the server?). Run it again.")
     overhead = max(0.0, float(intercept) - fixed)
     return LinearSteps(fixed_s=fixed, per_seq_s=per_seq, per_context_token_s=per_ctx,
-                       prefill_tok_s=float(1 / slope), request_overhead_s=overhead)
+                       prefill_tok_s=float(1 / per_token), request_overhead_s=overhead,
+                       per_prefill_pair_s=float(per_pair))
 
 
 def _nonnegative_lstsq(a: np.ndarray, y: np.ndarray) -> np.ndarray:

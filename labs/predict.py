@@ -48,7 +48,8 @@ def datasheet_steps(gpu_name: str, model: str, dtype: str | None = None) -> Roof
         step_bytes=float(size.step_bytes or size.weight_bytes),
         kv_bytes_per_token=float(size.kv_bytes_per_token), active_params=float(size.params),
         overhead_s=GPU_STEP_OVERHEAD_S, request_overhead_s=GPU_REQUEST_OVERHEAD_S,
-        source=f"{gpu.source}; {size.model} ({size.source}); {DATASHEET_ASSUMPTIONS}")
+        source=f"{gpu.source}; {size.model} ({size.source}); {DATASHEET_ASSUMPTIONS}",
+        attention_flops_per_pair=_attention_flops_per_pair(model))
 
 
 def datasheet_limits(gpu_name: str, model: str, dtype: str | None = None, *,
@@ -71,6 +72,18 @@ def datasheet_limits(gpu_name: str, model: str, dtype: str | None = None, *,
                         max_num_seqs=max_num_seqs or seqs, max_num_batched_tokens=tokens,
                         source="datasheet: " + DATASHEET_ASSUMPTIONS
                         + (f"; pool pinned at {num_blocks} blocks" if num_blocks else ""))
+
+
+def _attention_flops_per_pair(model: str) -> float:
+    """4 x layers x heads x head_dim: QK^T and AV, 2 FLOPs per multiply-add each."""
+    from .ceiling import KNOWN_MODELS, _load_config, head_dim, hf_cache_folder
+    from pathlib import Path
+
+    folder = Path(model) if Path(model).is_dir() else hf_cache_folder(model)
+    config = (_load_config(folder) if folder else None) or KNOWN_MODELS.get(model)
+    if not config:
+        return 0.0
+    return 4.0 * config["num_hidden_layers"] * config["num_attention_heads"] * head_dim(config)
 
 
 def _config_max_len(model: str) -> int | None:

@@ -36,9 +36,12 @@ VLLM_DEFAULT_LIMITS: dict[str, tuple[int, int]] = {  # name -> (max_num_seqs, ba
 class StepCost(Protocol):
     """How long one engine step takes, given what is in it."""
 
-    def step_s(self, decode_seqs: int, context_tokens: int, prefill_tokens: int) -> float:
+    def step_s(self, decode_seqs: int, context_tokens: int, prefill_tokens: int,
+               prefill_pairs: float = 0.0) -> float:
         """`decode_seqs` sequences each make one token, reading `context_tokens` KV tokens in
-        all; `prefill_tokens` prompt tokens are processed in the same step."""
+        all; `prefill_tokens` prompt tokens are processed in the same step, and
+        `prefill_pairs` is how many (token, earlier token) pairs their attention scores: a
+        chunk of n tokens after k already computed scores n x k + n^2 / 2."""
         ...
 
     def describe(self) -> list[tuple[str, str, str]]:
@@ -49,21 +52,26 @@ class StepCost(Protocol):
 @dataclass(frozen=True)
 class LinearSteps:
     """step = fixed + per_seq x decoding sequences + per_context_token x KV tokens read
-    + prefill tokens / prefill rate; and a request pays `request_overhead_s` outside the
-    engine (HTTP, tokenizing, the first chunk's trip back)."""
+    + prefill tokens / prefill rate + per_prefill_pair x attention pairs of the prefill; and
+    a request pays `request_overhead_s` outside the engine (HTTP, tokenizing, the first
+    chunk's trip back). The pair term is why a 1,024-token prompt costs more than 16 of 64:
+    every prompt token attends to every token before it."""
 
     fixed_s: float
     per_seq_s: float
     per_context_token_s: float
     prefill_tok_s: float
     request_overhead_s: float
+    per_prefill_pair_s: float = 0.0
 
     kind = "measured"
 
-    def step_s(self, decode_seqs: int, context_tokens: int, prefill_tokens: int) -> float:
+    def step_s(self, decode_seqs: int, context_tokens: int, prefill_tokens: int,
+               prefill_pairs: float = 0.0) -> float:
         return (self.fixed_s + self.per_seq_s * decode_seqs
                 + self.per_context_token_s * context_tokens
-                + prefill_tokens / self.prefill_tok_s)
+                + prefill_tokens / self.prefill_tok_s
+                + self.per_prefill_pair_s * prefill_pairs)
 
     def describe(self) -> list[tuple[str, str, str]]:
         return [
@@ -72,7 +80,10 @@ class LinearSteps:
              "each sequence that decodes in the step"),
             ("per_context_token_s", f"{self.per_context_token_s * 1e6:.3f} us",
              "each token of context a decoding sequence reads from the KV cache"),
-            ("prefill_tok_s", f"{self.prefill_tok_s:,.0f} tok/s", "prompt tokens per second"),
+            ("prefill_tok_s", f"{self.prefill_tok_s:,.0f} tok/s",
+             "prompt tokens per second, before attention"),
+            ("per_prefill_pair_s", f"{self.per_prefill_pair_s * 1e9:.3f} ns",
+             "each (prompt token, earlier token) pair attention scores"),
             ("request_overhead_s", f"{self.request_overhead_s * 1e3:.1f} ms",
              "per request, outside the engine's steps"),
         ]
@@ -98,12 +109,15 @@ class RooflineSteps:
     overhead_s: float
     request_overhead_s: float
     source: str
+    attention_flops_per_pair: float = 0.0  # 4 x layers x heads x head_dim (QK^T and AV)
 
     kind = "roofline"
 
-    def step_s(self, decode_seqs: int, context_tokens: int, prefill_tokens: int) -> float:
+    def step_s(self, decode_seqs: int, context_tokens: int, prefill_tokens: int,
+               prefill_pairs: float = 0.0) -> float:
         read = self.step_bytes + self.kv_bytes_per_token * context_tokens
-        flops = 2 * self.active_params * (decode_seqs + prefill_tokens)
+        flops = (2 * self.active_params * (decode_seqs + prefill_tokens)
+                 + self.attention_flops_per_pair * (context_tokens + prefill_pairs))
         return (max(read / (self.bandwidth_gbs * 1e9), flops / (self.peak_tflops * 1e12))
                 + self.overhead_s)
 

@@ -176,8 +176,8 @@ class _Engine:
         self.waiting.appendleft(victim)
         return True
 
-    def step(self) -> tuple[list[tuple[SimRequest, int]], int, int, int]:
-        """Schedule one step: [(request, tokens)], decode seqs, their context, prefill."""
+    def step(self) -> list[tuple[SimRequest, int]]:
+        """Schedule one step: [(request, tokens it computes)], before any of them runs."""
         budget = self.limits.max_num_batched_tokens
         plan: list[tuple[SimRequest, int]] = []
         for req in self.running:
@@ -212,9 +212,7 @@ class _Engine:
             self.running.append(req)
             plan.append((req, n))
             budget -= n
-        decoding = [(req, n) for req, n in plan if not req.prefilling]
-        return (plan, len(decoding), sum(req.kv_tokens for req, _ in decoding),
-                sum(n for req, n in plan if req.prefilling))
+        return plan
 
     def finish(self, req: SimRequest) -> None:
         req.running = False
@@ -261,15 +259,19 @@ def replay(cost: StepCost, limits: ServerLimits, shape: Shape, prompt_tokens: in
             req = SimRequest(i, t, prompt_tokens, out_len(), user=user)
             requests.append(req)
             engine.waiting.append(req)
-        plan, decode_seqs, context, prefill = engine.step()
+        plan = engine.step()
         if not plan:
             if not arrivals:
                 break
             now = max(now, arrivals[0][0] + overhead / 2)
             continue
-        duration = cost.step_s(decode_seqs, context, prefill)
+        decoding = [req for req, _ in plan if not req.prefilling]
+        chunks = [(req.kv_tokens, n) for req, n in plan if req.prefilling]
+        prefill = sum(n for _, n in chunks)
+        duration = cost.step_s(len(decoding), sum(req.kv_tokens for req in decoding), prefill,
+                               sum(n * k + n * n / 2 for k, n in chunks))
         steps.append(StepTrace(now, duration, len(engine.running), len(engine.waiting),
-                               decode_seqs, prefill, limits.num_blocks - engine.free_blocks))
+                               len(decoding), prefill, limits.num_blocks - engine.free_blocks))
         now += duration
         for req, n in plan:
             req.kv_tokens += n

@@ -19,7 +19,7 @@ from labs.workload import Burst, Closed, Poisson
 # (this session), and the 2026-11-22 figures of a 2-core AVX2 EPYC (DESIGN.md: 26 tok/s alone,
 # ~400 prompt tok/s).
 FAST_CPU = LinearSteps(fixed_s=0.0177, per_seq_s=0.000905, per_context_token_s=1.2e-6,
-                       prefill_tok_s=1537, request_overhead_s=0.0002)
+                       prefill_tok_s=1900, request_overhead_s=0.0002, per_prefill_pair_s=4e-10)
 SLOW_CPU = LinearSteps(fixed_s=0.036, per_seq_s=0.003, per_context_token_s=2.3e-6,
                        prefill_tok_s=400, request_overhead_s=0.02)
 CPU_NAIVE = ServerLimits(num_blocks=364, block_size=128, max_model_len=8192,
@@ -64,7 +64,8 @@ def test_limits_come_from_flags_or_vllm_defaults():
 def test_one_request_alone_costs_its_prefill_then_one_step_per_token():
     r = simulate.replay(FAST_CPU, CPU_NAIVE, Burst(1), 256, 10)
     req = r.requests[0]
-    prefill = FAST_CPU.fixed_s + 256 / FAST_CPU.prefill_tok_s
+    prefill = (FAST_CPU.fixed_s + 256 / FAST_CPU.prefill_tok_s
+               + FAST_CPU.per_prefill_pair_s * 256 * 256 / 2)
     assert req.ttft_s == pytest.approx(prefill + FAST_CPU.request_overhead_s)
     assert len(r.steps) == 10  # one prefill step (it makes the first token), 9 decode steps
     decode = sum(s.duration_s for s in r.steps[1:])
@@ -144,8 +145,9 @@ def _points(truth: LinearSteps) -> tuple[list, list]:
     steps = [calibration.StepPoint(b, ctx, truth.step_s(b, ctx, 0), f"b{b}")
              for b, ctx in ((1, 48), (8, 384), (32, 1536), (64, 3072), (4, 3136))]
     ttfts = [calibration.TTFTPoint(p, truth.request_overhead_s + truth.fixed_s
-                                   + p / truth.prefill_tok_s)
-             for p in (64, 256, 1024)]
+                                   + p / truth.prefill_tok_s
+                                   + truth.per_prefill_pair_s * p * p / 2)
+             for p in (64, 256, 512, 1024)]
     return steps, ttfts
 
 
@@ -158,6 +160,16 @@ def test_the_fit_recovers_the_costs_it_was_made_from(truth):
     assert got.per_context_token_s == pytest.approx(truth.per_context_token_s, rel=1e-6)
     assert got.prefill_tok_s == pytest.approx(truth.prefill_tok_s, rel=1e-6)
     assert got.request_overhead_s == pytest.approx(truth.request_overhead_s, abs=1e-9)
+    assert got.per_prefill_pair_s == pytest.approx(truth.per_prefill_pair_s, abs=1e-15)
+
+
+def test_ttft_alone_is_what_the_replay_says():
+    steps, ttfts = _points(FAST_CPU)
+    cal = calibration.Calibration(steps=FAST_CPU, limits=CPU_NAIVE, model="m", hardware="h",
+                                  vllm_version=None, backend="cpu", measured_at="", wall_s=0)
+    for n in (64, 1024, 5000):  # 5,000 tokens: three chunks, each attending to the last
+        replayed = simulate.replay(FAST_CPU, CPU_NAIVE, Burst(1), n, 2).requests[0].ttft_s
+        assert cal.predict_ttft_alone_s(n) == pytest.approx(replayed, rel=1e-9)
 
 
 def test_the_fit_never_returns_a_negative_cost():
