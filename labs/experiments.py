@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .client import Connection
@@ -96,24 +97,42 @@ def find_cliff(table: pd.DataFrame, min_gain: float = 0.15) -> int | None:
     return None
 
 
-def static_vs_continuous(conn: Connection, batch_size: int, output_lengths: Sequence[int],
-                         batches: int = 2, prompt_tokens: int = 64,
-                         progress: bool = False) -> Experiment:
-    """Same requests, two schedulers. Static: the client sends `batch_size` requests and
-    waits for the slowest before sending the next batch (a barrier, as a static batcher
-    does). Continuous: `batch_size` users, each sending its next request the moment the
-    last one ends, so the engine refills a slot as soon as it frees up.
+def draw_lengths(output_lengths: Sequence[int], requests: int, seed: int = 7) -> tuple[int, ...]:
+    """One list of output lengths, drawn once: both schedulers get exactly these requests."""
+    rng = np.random.default_rng(seed)
+    return tuple(int(x) for x in rng.choice(np.asarray(output_lengths), size=requests))
+
+
+def expected_static_penalty(lengths: Sequence[int], batch_size: int) -> float:
+    """What static batching should cost if a step cost the same whatever its batch: each
+    batch lasts as long as its longest answer, while continuous batching keeps every slot
+    busy, so the ratio is sum(max of each batch) / (sum of lengths / batch size)."""
+    batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
+    return sum(max(b) for b in batches) / (sum(lengths) / batch_size)
+
+
+def static_vs_continuous(conn: Connection, batch_size: int, lengths: Sequence[int],
+                         prompt_tokens: int = 64, progress: bool = False) -> Experiment:
+    """The same requests (`lengths`, in order), two schedulers. Static: the client sends
+    `batch_size` requests and waits for the slowest before sending the next batch (a
+    barrier, as a static batcher does). Continuous: `batch_size` users, each sending the
+    next request of the list the moment its last one ends, so the engine refills a slot as
+    soon as it frees up.
     """
-    workload = Workload(prompt_tokens=prompt_tokens, max_tokens=tuple(output_lengths), seed=7)
-    static_runs = [run_sync(Burst(batch_size), workload, conn=conn, progress=progress,
-                            label=f"static batch {i + 1}") for i in range(batches)]
-    continuous = run_sync(Closed(batch_size, requests=batch_size * batches), workload,
+    batches = [tuple(lengths[i:i + batch_size]) for i in range(0, len(lengths), batch_size)]
+    static_runs = [run_sync(Burst(len(b)), Workload(prompt_tokens=prompt_tokens, max_tokens=b,
+                                                    in_order=True),
+                            conn=conn, progress=progress, label=f"static batch {i + 1}")
+                   for i, b in enumerate(batches)]
+    continuous = run_sync(Closed(batch_size, requests=len(lengths)),
+                          Workload(prompt_tokens=prompt_tokens, max_tokens=tuple(lengths),
+                                   in_order=True),
                           conn=conn, progress=progress, label="continuous")
     static_tokens = sum(r.summary()["output_tokens"] or 0 for r in static_runs)
     static_time = sum(r.summary()["duration_s"] or 0 for r in static_runs)
     c = continuous.summary()
     table = pd.DataFrame([
-        {"scheduler": "static (client barrier)", "requests": batch_size * batches,
+        {"scheduler": "static (client barrier)", "requests": len(lengths),
          "output_tokens": static_tokens, "duration_s": static_time,
          "agg_tok_s": static_tokens / static_time if static_time else None},
         {"scheduler": "continuous", "requests": c["requests"], "output_tokens": c["output_tokens"],

@@ -21,6 +21,7 @@ prediction and a measurement are made of the same request list.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import deque
 import math
 from collections.abc import Sequence
@@ -220,15 +221,20 @@ class _Engine:
 
 
 def replay(cost: StepCost, limits: ServerLimits, shape: Shape, prompt_tokens: int,
-           max_tokens: int | Sequence[int], *, seed: int = 0) -> Replay:
-    """Replay `shape` (Burst, Closed or Poisson) of requests with these lengths."""
+           max_tokens: int | Sequence[int], *, seed: int = 0,
+           in_order: bool = False) -> Replay:
+    """Replay `shape` (Burst, Closed or Poisson) of requests with these lengths: one output
+    length, or several drawn at random (`seed`) or handed out in order (`in_order`)."""
     outs = [max_tokens] if isinstance(max_tokens, int) else list(max_tokens)
     for out in outs:
         _check(limits, prompt_tokens, out)
     rng = np.random.default_rng(seed)
+    handed = itertools.cycle(outs)
 
     def out_len() -> int:
-        return outs[0] if len(outs) == 1 else int(rng.choice(outs))
+        if len(outs) == 1 or in_order:
+            return next(handed)
+        return int(rng.choice(outs))
 
     overhead = getattr(cost, "request_overhead_s", 0.0)
     arrivals: list[tuple[float, int, int]] = []  # (time, index, user)
@@ -314,3 +320,17 @@ def capacity_rps(cost: StepCost, limits: ServerLimits, prompt_tokens: int,
     s = replay(cost, limits, Closed(users, requests=max(4 * users, 16)), prompt_tokens,
                max_tokens).summary()
     return float(s["request_rate_rps"] or math.nan)
+
+
+def static_vs_continuous(cost: StepCost, limits: ServerLimits, lengths: Sequence[int],
+                         batch_size: int, prompt_tokens: int) -> dict[str, float]:
+    """Seconds each scheduler takes for the same list of requests: static batches of
+    `batch_size` (each waits for its longest answer), and `batch_size` users in a closed
+    loop taking the list in order."""
+    batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
+    static = sum(replay(cost, limits, Burst(len(b)), prompt_tokens, list(b),
+                        in_order=True).duration_s for b in batches)
+    continuous = replay(cost, limits, Closed(batch_size, requests=len(lengths)),
+                        prompt_tokens, list(lengths), in_order=True).duration_s
+    return {"static_s": static, "continuous_s": continuous,
+            "continuous_over_static": static / continuous}

@@ -191,6 +191,9 @@ class Workload:
     max_tokens     output length: one number, or several to draw from (uniformly, seeded by
                    `seed`) for a mixed workload; with `ignore_eos` every answer is exactly as
                    long as asked, so two runs do the same work whatever the model says
+    in_order       with several max_tokens values: hand them out in the order given (then
+                   again from the start) instead of drawing them, so two runs of the same
+                   list do exactly the same requests (static against continuous batching)
     prefix_seed    every prompt starts with random words so prefix caching cannot help;
                    None (default) draws new ones each run, so re-running a cell does not hit
                    the cache the last run warmed; an int makes prompts reproducible
@@ -203,6 +206,7 @@ class Workload:
     temperature: float = 0.0
     seed: int = 0
     prefix_seed: int | None = None
+    in_order: bool = False
 
     def __post_init__(self) -> None:
         if self.api not in API_KINDS:
@@ -234,6 +238,8 @@ class Workload:
         """max_tokens for request 0, 1, 2...: the same draws for the same seed and stream."""
         if isinstance(self.max_tokens, int):
             return itertools.repeat(self.max_tokens)
+        if self.in_order:
+            return itertools.cycle(self.max_tokens)
         values = np.asarray(self.max_tokens)
         rng = np.random.default_rng([self.seed, stream])
 
