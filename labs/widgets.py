@@ -109,3 +109,31 @@ def plot_engine_series(frame: pd.DataFrame, title: str, caption: str = "") -> Fi
         fig.text(0.5, 0.005, caption, ha="center", fontsize=8, color="gray")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
+
+
+def plot_engine_runs(frames: dict[str, pd.DataFrame], title: str, caption: str = "") -> Figure:
+    """The engine series of several runs side by side, on the same scales: KV usage, running
+    and waiting, preemptions. Telling memory from compute is reading these columns."""
+    fig, axes = plt.subplots(3, len(frames), figsize=(5 * len(frames), 6.5), sharex="col",
+                             sharey="row", squeeze=False)
+    fig.suptitle(title, fontsize=12)
+    for col, (name, frame) in enumerate(frames.items()):
+        ax1, ax2, ax3 = axes[:, col]
+        ax1.set_title(name, fontsize=10)
+        ax1.plot(frame["t_s"], frame["kv_cache_usage"] * 100, color="tab:purple")
+        ax1.set_ylim(0, 105)
+        ax2.step(frame["t_s"], frame["running"], where="post", label="running")
+        ax2.step(frame["t_s"], frame["waiting"], where="post", label="waiting")
+        ax3.step(frame["t_s"], frame["preemptions_total"] - frame["preemptions_total"].iloc[0],
+                 where="post", color="tab:red")
+        ax3.set_xlabel("time since the run started (s)")
+        for ax in (ax1, ax2, ax3):
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("KV cache used (%)")
+    axes[1, 0].set_ylabel("requests")
+    axes[1, 0].legend(loc="upper right")
+    axes[2, 0].set_ylabel("preemptions in the run")
+    if caption:
+        fig.text(0.5, 0.005, caption, ha="center", fontsize=8, color="gray")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
