@@ -178,10 +178,10 @@ def _jsonable(value: object) -> object:
 
 def measure_capacity(conn: Connection, slots: int, workload: Workload) -> RunResult:
     """What the engine completes per second when it is never short of work: a closed loop
-    of twice as many users as it runs at once, four rounds. `request_rate_rps` of the
-    result's summary is the capacity."""
+    of twice as many users as it runs at once, two rounds (half of them always waiting).
+    `request_rate_rps` of the result's summary is the capacity."""
     users = 2 * max(1, slots)
-    return run_sync(Closed(users, requests=4 * users), workload, conn=conn, warmup=1,
+    return run_sync(Closed(users, requests=2 * users), workload, conn=conn, warmup=1,
                     progress=False, label=f"capacity, {users} users")
 
 
