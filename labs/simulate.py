@@ -141,8 +141,8 @@ def _check(limits: ServerLimits, prompt_tokens: int, max_tokens: int) -> None:
 
 
 class _Engine:
-    def __init__(self, cost: StepCost, limits: ServerLimits) -> None:
-        self.cost, self.limits = cost, limits
+    def __init__(self, limits: ServerLimits) -> None:
+        self.limits = limits
         self.waiting: deque[SimRequest] = deque()
         self.running: list[SimRequest] = []
         self.free_blocks = limits.num_blocks
@@ -255,7 +255,7 @@ def replay(cost: StepCost, limits: ServerLimits, shape: Shape, prompt_tokens: in
         raise ConfigError(f"cannot replay {shape!r}")
     heapq.heapify(arrivals)
     issued = len(arrivals)
-    engine = _Engine(cost, limits)
+    engine = _Engine(limits)
     requests: list[SimRequest] = []
     steps: list[StepTrace] = []
     now = 0.0
