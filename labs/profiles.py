@@ -80,8 +80,11 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "engine-queue",
             "bounded, plus vLLM's own admission control (503 when the queue is full)",
-            engine_flags=_BOUNDED_GPU + ("--max-num-queued-reqs=16",),
-            cpu_flags=_BOUNDED_CPU + ("--max-num-queued-reqs=8",),
+            # vLLM counts running + waiting against --max-num-queued-reqs: set to the
+            # gateway profile's N + M, both hold the same number of requests, so notebook
+            # 05 compares where the excess is refused and how, not how much is admitted.
+            engine_flags=_BOUNDED_GPU + ("--max-num-queued-reqs=8",),
+            cpu_flags=_BOUNDED_CPU + ("--max-num-queued-reqs=3",),
         ),
         Profile(
             "gateway",

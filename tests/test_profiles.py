@@ -6,7 +6,7 @@ import pytest
 
 import labs
 from labs import server
-from labs.profiles import CPU_BASE_FLAGS, PROFILES
+from labs.profiles import CPU_BASE_FLAGS, PROFILES, get_profile
 
 
 def _flag_values(flags: tuple[str, ...]) -> dict[str, str]:
@@ -75,3 +75,15 @@ def test_gateway_command_points_at_the_engine_port() -> None:
     assert "--upstream=http://127.0.0.1:8101" in cmd and "--port=8100" in cmd
     with pytest.raises(labs.ConfigError):
         server.gateway_command(PROFILES["naive"], settings, "http://127.0.0.1:8101")
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_vllms_queue_cap_holds_as_many_requests_as_the_gateway(backend: str) -> None:
+    # vLLM counts running + waiting against --max-num-queued-reqs; the gateway admits N into
+    # the engine and queues M: notebook 05 compares the two at the same depth.
+    from labs.servermodel import flag_value
+
+    queued = flag_value(get_profile("engine-queue").flags(backend), "max-num-queued-reqs")
+    gateway = get_profile("gateway").gateway(backend)
+    assert int(queued) == int(flag_value(gateway, "max-in-flight")) + int(
+        flag_value(gateway, "max-queue"))
