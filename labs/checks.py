@@ -109,3 +109,136 @@ def gateway_meets_slo(max_in_flight: object, max_queue: object, shape: object,
     return report(Verdict(False, f"N={max_in_flight}, M={max_queue}: p95 TTFT {p95:.2f} s is "
                                  f"over {ttft_p95_s:.2f} s ({served}). A shorter queue, or N "
                                  "no larger than the engine's max-num-seqs, keeps waits short."))
+
+
+# --------------------------------------------------------------------------------------------
+# The exercises' checks. Each holds (or measures) its own expected value, so an exercise cell
+# never prints its answer; tests/test_checks.py shows a plausible wrong answer failing each.
+
+
+def _whole_number(name: str, value: object) -> int | Verdict:
+    if (v := missing(name, value)) is not None:
+        return v
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return Verdict(False, f"`{name}` should be a whole number, got {value!r}.")
+    return value
+
+
+def h100_ceiling(value: object) -> Verdict:
+    """02: Qwen2.5-7B in bf16 on an H100 SXM, one stream: bandwidth / bytes read per step."""
+    from .article import MODEL
+    from .ceiling import decode_ceiling_tok_s, get_gpu, model_size
+
+    size = model_size(MODEL, dtype="bfloat16")
+    expected = decode_ceiling_tok_s(get_gpu("h100-sxm").bandwidth_gbs, size.step_bytes)
+    return close_to("h100_qwen_ceiling_tok_s", value, expected, rel=0.03,
+                    why="Divide the card's bandwidth (bytes/s) by the bytes a step reads "
+                        "(`step_bytes`: the weights less the untied input embedding).")
+
+
+def bytes_read_at_context(value: object, *, model_root: str, context_tokens: int) -> Verdict:
+    """02: what one decode step of this server's model reads at `context_tokens` of context:
+    the weights a step reads plus the KV cache of the whole context."""
+    from .ceiling import model_size
+
+    size = model_size(model_root)
+    expected = (size.step_bytes or size.weight_bytes) + context_tokens * (
+        size.kv_bytes_per_token or 0)
+    return close_to("step_bytes_at_context", value, expected, rel=0.01,
+                    why="A step reads the weights once and every token of context's KV "
+                        "(kv_bytes_per_token x context), all layers included.")
+
+
+def cliff_prediction(value: object, table: object) -> Verdict:
+    """03: the concurrency after which throughput flattens, against `find_cliff`'s answer."""
+    from .experiments import find_cliff
+
+    located = find_cliff(table)  # type: ignore[arg-type]
+    levels = list(table["concurrency"])  # type: ignore[index]
+    return within_factor("predicted_cliff_users", value, located or max(levels), factor=2,
+                         what="the cliff find_cliff located")
+
+
+def request_rate(value: object, table: object, concurrency: int) -> Verdict:
+    """03: requests per second the sweep completed at `concurrency` users, as measured."""
+    rows = table[table["concurrency"] == concurrency]  # type: ignore[index]
+    measured = float(rows["request_rate_rps"].iloc[0])
+    return close_to(f"requests_per_s_at_{concurrency}", value, measured, rel=0.05,
+                    why="Each request makes a fixed number of tokens: divide the aggregate "
+                        "tokens per second by the tokens of one answer.")
+
+
+def max_running(value: object, engine: object, fit_at_once: int) -> Verdict:
+    """04: the most requests the engine ran at once, read from its series, against the pool's
+    block arithmetic (one off is allowed: the series is sampled)."""
+    number = _whole_number("max_running", value)
+    if isinstance(number, Verdict):
+        return report(number)
+    seen = int(engine["running"].max())  # type: ignore[index]
+    if number == seen and abs(number - fit_at_once) <= 1:
+        return report(Verdict(True, f"right: at most {number} ran at once; the pool's blocks "
+                                    f"hold {fit_at_once} such requests."))
+    return report(Verdict(False, f"`max_running` = {number}: take the maximum of "
+                                 "engine['running'], and compare it with how many requests "
+                                 "the pool's blocks hold at once."))
+
+
+def blocks_for_everyone(value: object, *, users: int, prompt_tokens: int, output_tokens: int,
+                        block_size: int) -> Verdict:
+    """04: KV blocks the pool would need for every user at once, in whole blocks each."""
+    number = _whole_number("blocks_for_everyone", value)
+    if isinstance(number, Verdict):
+        return report(number)
+    expected = users * math.ceil((prompt_tokens + output_tokens) / block_size)
+    if number == expected:
+        return report(Verdict(True, f"right: {expected} blocks, {expected * block_size:,} tokens."))
+    return report(Verdict(False, f"`blocks_for_everyone` = {number}: each request holds whole "
+                                 f"blocks of {block_size} tokens for its prompt and its answer; "
+                                 "round up per request, then multiply by the users."))
+
+
+def kv_blocks_judgement(value: object, measured_blocks: int) -> Verdict:
+    """01: the learner's number of KV blocks against the blocks the engine reported."""
+    number = _whole_number("blocks_held", value)
+    if isinstance(number, Verdict):
+        return report(number)
+    if abs(number - measured_blocks) <= 1:
+        return report(Verdict(True, f"right: the engine held {measured_blocks} blocks "
+                                    f"(you said {number})."))
+    return report(Verdict(False, f"`blocks_held` = {number}, the engine held {measured_blocks}: "
+                                 "every request holds whole blocks for prompt + answer."))
+
+
+def kv_blocks_held(value: object, conn: object, *, users: int, prompt_tokens: int,
+                   output_tokens: int) -> Verdict:
+    """01: send the burst, read the peak blocks in use from /metrics, and judge the answer."""
+    if (v := missing("blocks_held", value)) is not None:
+        return report(v)
+    from .loadgen import run_sync
+    from .metrics import MetricsSampler, scrape
+    from .workload import Burst, Workload
+
+    pool = scrape(conn.base_url).cache_config()  # type: ignore[attr-defined]
+    with MetricsSampler(conn.base_url, interval_s=0.1) as sampler:  # type: ignore[attr-defined]
+        run_sync(Burst(users), Workload(prompt_tokens=prompt_tokens, max_tokens=output_tokens),
+                 conn=conn, progress=False)
+    peak = float(sampler.to_frame()["kv_cache_usage"].max())
+    return kv_blocks_judgement(value, round(peak * (pool.num_gpu_blocks - 1)))
+
+
+def useful_queue(value: object, *, max_wait_s: float, slot_every_s: float,
+                 max_in_flight: int) -> Verdict:
+    """05: the longest gateway queue whose last waiter still gets a slot within the maximum
+    wait, when a slot frees every `slot_every_s` seconds."""
+    number = _whole_number("useful_max_queue", value)
+    if isinstance(number, Verdict):
+        return report(number)
+    expected = math.floor(max_wait_s / slot_every_s)
+    if number == expected:
+        return report(Verdict(True, f"right: about {expected} (a slot every {slot_every_s:.2f} s, "
+                                    f"{max_wait_s:.2f} s allowed)."))
+    return report(Verdict(False, f"`useful_max_queue` = {number}: the k-th waiter gets a slot "
+                                 f"after about k slot intervals ({slot_every_s:.2f} s each, across "
+                                 f"all {max_in_flight} slots); how many fit in {max_wait_s:.2f} s?"))
