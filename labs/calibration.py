@@ -1,7 +1,7 @@
 """Measure the server in front of you, and fit the model every prediction in the course uses.
 
-A calibration is about a minute of small runs against the live server (on 2 CPU cores;
-seconds on a GPU):
+A calibration is a few dozen small runs against the live server (~15 s on a 2-core AVX-512
+CPU, up to a minute on slower ones, seconds on a GPU):
 - the time to first token of one request alone at a few prompt lengths: its slope is the
   prefill rate, its intercept the fixed cost of a request;
 - bursts of B requests with short prompts at three or more batch sizes, and one burst with
@@ -265,8 +265,8 @@ def prompt_lengths(limits: ServerLimits) -> list[int]:
 
 def measure(conn: Connection, *, progress: bool = True,
             log: Any = None) -> Calibration:
-    """Run the calibration on the live server and fit the model (about a minute on 2 CPU
-    cores). Progress lines go to `log` (default stderr) when `progress`."""
+    """Run the calibration on the live server and fit the model (15-60 s on 2 CPU cores).
+    Progress lines go to `log` (default stderr) when `progress`."""
     from .loadgen import run_sync
     from .workload import Burst, Closed, Workload
 
@@ -309,7 +309,7 @@ def measure(conn: Connection, *, progress: bool = True,
                                  _mean_gap_s(run),
                                  f"step, {b} decoding at {prompt:.0f} context"))
 
-    steps = fit(step_points, ttft_points, limits.max_num_batched_tokens)
+    steps = fit(step_points, ttft_points)
     from .settings import Settings
     return Calibration(
         steps=steps, limits=limits, model=str(meta.get("model") or conn.model),
@@ -321,12 +321,12 @@ def measure(conn: Connection, *, progress: bool = True,
         step_points=tuple(step_points), ttft_points=tuple(ttft_points))
 
 
-def fit(step_points: Sequence[StepPoint], ttft_points: Sequence[TTFTPoint],
-        max_num_batched_tokens: int = 2048) -> LinearSteps:
+def fit(step_points: Sequence[StepPoint], ttft_points: Sequence[TTFTPoint]) -> LinearSteps:
     """Least squares: step = fixed + per_seq x B + per_context_token x context; then
-    TTFT alone = overhead + fixed + P / prefill rate. Relative errors are minimised (each
-    point divided by its value), so a 40 ms step counts as much as a 400 ms one; a
-    coefficient that comes out negative is held at 0 and the rest refitted."""
+    TTFT alone = overhead + fixed + P / prefill rate + per_prefill_pair x P^2 / 2 (with 3 or
+    more lengths; a straight line with 2). Relative errors are minimised (each point divided
+    by its value), so a 40 ms step counts as much as a 400 ms one; a coefficient that comes
+    out negative is held at 0 and the rest refitted."""
     if len(step_points) < 3 or len(ttft_points) < 2:
         raise ConfigError("a fit needs 3 or more step points and 2 or more TTFT points.")
     a = np.array([[1.0, p.batch, p.context_tokens] for p in step_points])
