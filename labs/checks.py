@@ -151,14 +151,27 @@ def bytes_read_at_context(value: object, *, model_root: str, context_tokens: int
                         "(kv_bytes_per_token x context), all layers included.")
 
 
-def cliff_prediction(value: object, table: object) -> Verdict:
-    """03: the concurrency after which throughput flattens, against `find_cliff`'s answer."""
+def cliff_prediction(value: object, table: object, predicted_knee: int | None = None) -> Verdict:
+    """03: the concurrency after which throughput flattens. A cliff read off one noisy sweep
+    moves by a level from run to run (a 15 % threshold on a 15 % step), so an answer within
+    2x of `find_cliff`'s level or of the model's predicted knee is right."""
     from .experiments import find_cliff
 
-    located = find_cliff(table)  # type: ignore[arg-type]
+    number = _number("predicted_cliff_users", value)
+    if isinstance(number, Verdict):
+        return report(number)
     levels = list(table["concurrency"])  # type: ignore[index]
-    return within_factor("predicted_cliff_users", value, located or max(levels), factor=2,
-                         what="the cliff find_cliff located")
+    located = find_cliff(table) or max(levels)  # type: ignore[arg-type]
+    references = [located] + ([predicted_knee] if predicted_knee else [])
+    near = [r for r in references if number > 0 and r / 2 <= number <= 2 * r]
+    where = f"find_cliff located {located}" + (
+        f", the model predicted {predicted_knee}" if predicted_knee else "")
+    if near:
+        return report(Verdict(True, f"your prediction {number:,.4g} is within 2x of where the "
+                                    f"throughput flattens ({where})."))
+    return report(Verdict(False, f"your prediction {number:,.4g} is more than 2x away from "
+                                 f"where the throughput flattens ({where}); look for the level "
+                                 "after which doubling the users adds little."))
 
 
 def request_rate(value: object, table: object, concurrency: int) -> Verdict:
