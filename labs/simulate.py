@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
+from .results import percentile
 from .servermodel import ServerLimits, StepCost
 from .workload import Burst, Closed, Poisson, Shape
 
@@ -103,6 +104,7 @@ class Replay:
         """The columns `labs bench` and `RunResult.summary()` use, predicted."""
         done = [r for r in self.requests if r.end_s is not None]
         ttft = [r.ttft_s for r in done if r.ttft_s is not None]
+        e2e = [r.e2e_s for r in done if r.e2e_s is not None]
         out = sum(r.max_tokens for r in done)
         duration = self.duration_s
         return {
@@ -112,20 +114,14 @@ class Replay:
             "per_user_tok_s": (float(np.mean([r.max_tokens / r.e2e_s for r in done]))
                                if done else None),
             "request_rate_rps": len(done) / duration if duration else None,
-            "ttft_s_p50": _pct(ttft, 50), "ttft_s_p95": _pct(ttft, 95),
+            "ttft_s_p50": percentile(ttft, 50), "ttft_s_p95": percentile(ttft, 95),
             "ttft_s_max": max(ttft) if ttft else None,
-            "e2e_s_p50": _pct([r.e2e_s for r in done], 50),
-            "e2e_s_p95": _pct([r.e2e_s for r in done], 95),
+            "e2e_s_p50": percentile(e2e, 50), "e2e_s_p95": percentile(e2e, 95),
             "max_running": max((s.running for s in self.steps), default=0),
             "max_waiting": max((s.waiting for s in self.steps), default=0),
             "peak_blocks": max((s.blocks_used for s in self.steps), default=0),
             "preemptions": self.preemptions,
         }
-
-
-def _pct(values: Sequence[float | None], q: float) -> float | None:
-    clean = [v for v in values if v is not None]
-    return float(np.percentile(clean, q)) if clean else None
 
 
 def _check(limits: ServerLimits, prompt_tokens: int, max_tokens: int) -> None:
