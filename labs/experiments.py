@@ -20,7 +20,7 @@ import pandas as pd
 from .client import Connection
 from .loadgen import run_sync, sweep
 from .results import SLO, RunResult, save_sweep, sweep_frame
-from .workload import Burst, Closed, Shape, Workload
+from .workload import Burst, Closed, Shape, Workload, in_batches
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,7 @@ def expected_static_penalty(lengths: Sequence[int], batch_size: int) -> float:
     """What static batching should cost if a step cost the same whatever its batch: each
     batch lasts as long as its longest answer, while continuous batching keeps every slot
     busy, so the ratio is sum(max of each batch) / (sum of lengths / batch size)."""
-    batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
-    return sum(max(b) for b in batches) / (sum(lengths) / batch_size)
+    return sum(max(b) for b in in_batches(lengths, batch_size)) / (sum(lengths) / batch_size)
 
 
 def static_vs_continuous(conn: Connection, batch_size: int, lengths: Sequence[int],
@@ -119,7 +118,7 @@ def static_vs_continuous(conn: Connection, batch_size: int, lengths: Sequence[in
     next request of the list the moment its last one ends, so the engine refills a slot as
     soon as it frees up.
     """
-    batches = [tuple(lengths[i:i + batch_size]) for i in range(0, len(lengths), batch_size)]
+    batches = in_batches(lengths, batch_size)
     static_runs = [run_sync(Burst(len(b)), Workload(prompt_tokens=prompt_tokens, max_tokens=b,
                                                     in_order=True),
                             conn=conn, progress=progress, label=f"static batch {i + 1}")

@@ -33,7 +33,7 @@ import numpy as np
 from .errors import ConfigError
 from .results import percentile
 from .servermodel import ServerLimits, StepCost
-from .workload import Burst, Closed, Poisson, Shape
+from .workload import Burst, Closed, Poisson, Shape, in_batches
 
 MAX_STEPS = 2_000_000  # a guard, far beyond any course run
 # Requests sent "at once" reach the engine one after another, this far apart (the load
@@ -323,9 +323,8 @@ def static_vs_continuous(cost: StepCost, limits: ServerLimits, lengths: Sequence
     """Seconds each scheduler takes for the same list of requests: static batches of
     `batch_size` (each waits for its longest answer), and `batch_size` users in a closed
     loop taking the list in order."""
-    batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
     static = sum(replay(cost, limits, Burst(len(b)), prompt_tokens, list(b),
-                        in_order=True).duration_s for b in batches)
+                        in_order=True).duration_s for b in in_batches(lengths, batch_size))
     continuous = replay(cost, limits, Closed(batch_size, requests=len(lengths)),
                         prompt_tokens, list(lengths), in_order=True).duration_s
     return {"static_s": static, "continuous_s": continuous,

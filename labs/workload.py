@@ -314,6 +314,12 @@ def chat_messages(prompt: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": head}, {"role": "user", "content": rest or "Go on."}]
 
 
+def in_batches(lengths: Sequence[int], size: int) -> list[tuple[int, ...]]:
+    """`lengths` cut into consecutive batches of `size` (the last may be shorter): the batches
+    a static batcher would run, in order."""
+    return [tuple(lengths[i:i + size]) for i in range(0, len(lengths), size)]
+
+
 def filler(words: int) -> str:
     """`words` words of plain, repetitive prose."""
     return " ".join(_FILLER[i % len(_FILLER)] for i in range(max(0, words)))
