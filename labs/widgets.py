@@ -89,26 +89,36 @@ class LiveDashboard:
         return self.sampler.to_frame()
 
 
-def plot_engine_series(frame: pd.DataFrame, title: str, caption: str = "") -> Figure:
-    """KV usage, running/waiting and preemptions over the run: the dashboard, frozen."""
-    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(8, 6.5), sharex=True)
-    fig.suptitle(title, fontsize=12)
+def _draw_engine(axes: Any, frame: pd.DataFrame, preemptions: pd.Series) -> None:
+    """One run's three panels (KV usage, running/waiting, preemptions) on a column of axes."""
+    ax1, ax2, ax3 = axes
     ax1.plot(frame["t_s"], frame["kv_cache_usage"] * 100, color="tab:purple")
-    ax1.set_ylabel("KV cache used (%)")
     ax1.set_ylim(0, 105)
     ax2.step(frame["t_s"], frame["running"], where="post", label="running")
     ax2.step(frame["t_s"], frame["waiting"], where="post", label="waiting")
-    ax2.set_ylabel("requests")
-    ax2.legend(loc="upper right")
-    ax3.step(frame["t_s"], frame["preemptions_total"], where="post", color="tab:red")
-    ax3.set_ylabel("preemptions (total)")
+    ax3.step(frame["t_s"], preemptions, where="post", color="tab:red")
     ax3.set_xlabel("time since the run started (s)")
-    for ax in (ax1, ax2, ax3):
+    for ax in axes:
         ax.grid(alpha=0.3)
+
+
+def _finish(fig: Figure, caption: str) -> Figure:
     if caption:
         fig.text(0.5, 0.005, caption, ha="center", fontsize=8, color="gray")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
+
+
+def plot_engine_series(frame: pd.DataFrame, title: str, caption: str = "") -> Figure:
+    """KV usage, running/waiting and preemptions over the run: the dashboard, frozen."""
+    fig, axes = plt.subplots(3, 1, figsize=(8, 6.5), sharex=True)
+    fig.suptitle(title, fontsize=12)
+    _draw_engine(axes, frame, frame["preemptions_total"])
+    axes[0].set_ylabel("KV cache used (%)")
+    axes[1].set_ylabel("requests")
+    axes[1].legend(loc="upper right")
+    axes[2].set_ylabel("preemptions (total)")
+    return _finish(fig, caption)
 
 
 def plot_engine_runs(frames: dict[str, pd.DataFrame], title: str, caption: str = "") -> Figure:
@@ -118,22 +128,11 @@ def plot_engine_runs(frames: dict[str, pd.DataFrame], title: str, caption: str =
                              sharey="row", squeeze=False)
     fig.suptitle(title, fontsize=12)
     for col, (name, frame) in enumerate(frames.items()):
-        ax1, ax2, ax3 = axes[:, col]
-        ax1.set_title(name, fontsize=10)
-        ax1.plot(frame["t_s"], frame["kv_cache_usage"] * 100, color="tab:purple")
-        ax1.set_ylim(0, 105)
-        ax2.step(frame["t_s"], frame["running"], where="post", label="running")
-        ax2.step(frame["t_s"], frame["waiting"], where="post", label="waiting")
-        ax3.step(frame["t_s"], frame["preemptions_total"] - frame["preemptions_total"].iloc[0],
-                 where="post", color="tab:red")
-        ax3.set_xlabel("time since the run started (s)")
-        for ax in (ax1, ax2, ax3):
-            ax.grid(alpha=0.3)
+        axes[0, col].set_title(name, fontsize=10)
+        _draw_engine(axes[:, col], frame,
+                     frame["preemptions_total"] - frame["preemptions_total"].iloc[0])
     axes[0, 0].set_ylabel("KV cache used (%)")
     axes[1, 0].set_ylabel("requests")
     axes[1, 0].legend(loc="upper right")
     axes[2, 0].set_ylabel("preemptions in the run")
-    if caption:
-        fig.text(0.5, 0.005, caption, ha="center", fontsize=8, color="gray")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    return fig
+    return _finish(fig, caption)
