@@ -189,7 +189,7 @@ def server_limits(conn: Connection) -> ServerLimits:
     from .metrics import scrape
     from .profiles import get_profile
     from .server import running_server
-    from .settings import Settings
+    from .settings import Settings, gpus
 
     settings = Settings.from_env()
     pool = scrape(conn.base_url).cache_config()
@@ -203,23 +203,9 @@ def server_limits(conn: Connection) -> ServerLimits:
         raise ConfigError(f"{conn.base_url}/v1/models does not say max_model_len.")
     record = None if settings.base_url_override else running_server(settings)
     flags = get_profile(record.profile).flags(settings.backend) if record else ()
-    gpu_memory, gpu_name = _gpu_memory()
-    return limits_from(pool, int(max_len), flags, settings.backend, gpu_memory, gpu_name)
-
-
-def _gpu_memory() -> tuple[float | None, str]:
-    from .settings import gpu_present
-    if not gpu_present():
-        return None, ""
-    import subprocess
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total",
-                              "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=20).stdout
-        name, mib = out.splitlines()[0].rsplit(",", 1)
-        return float(mib) / 1024, name.strip()
-    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
-        return None, ""
+    gpu_name, gpu_mib = (gpus() or (("", None),))[0]
+    return limits_from(pool, int(max_len), flags, settings.backend,
+                       gpu_mib / 1024 if gpu_mib else None, gpu_name)
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ import email.utils
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
@@ -46,7 +45,7 @@ from .client import Connection
 from .errors import ConfigError, ServerNotRunning
 from .results import SLO, RequestRecord, RunResult, save_sweep, sweep_frame
 from .connections import ConnectionLeases
-from .settings import gpu_present
+from .settings import gpus
 from .workload import (
     API_KINDS,
     Burst,
@@ -403,16 +402,8 @@ def describe_hardware() -> str:
     except OSError:
         pass
     text = f"{platform.system()} {platform.machine()}, {os.cpu_count()} x {cpu}"
-    if gpu_present():
-        try:
-            out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=20)
-            gpus = "; ".join(x.strip() for x in out.stdout.splitlines() if x.strip())
-            text += f"; GPU: {gpus}" if gpus else ""
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    return text
+    listed = "; ".join(f"{name}, {mib:.0f} MiB" for name, mib in gpus())
+    return text + (f"; GPU: {listed}" if listed else "")
 
 
 # --------------------------------------------------------------------------------------------

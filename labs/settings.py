@@ -40,6 +40,27 @@ def gpu_present() -> bool:
     return out.returncode == 0 and "GPU" in out.stdout
 
 
+@cache
+def gpus() -> tuple[tuple[str, float], ...]:
+    """(name, memory in MiB) of every NVIDIA GPU `nvidia-smi` lists; () without one."""
+    if not gpu_present():
+        return ()
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total",
+                              "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    found = []
+    for line in out.splitlines():
+        name, _, mib = line.rpartition(",")
+        try:
+            found.append((name.strip(), float(mib)))
+        except ValueError:
+            continue
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Settings:
     backend: str
