@@ -249,17 +249,18 @@ def prompt_lengths(limits: ServerLimits) -> list[int]:
     return sorted({64, max(65, top // 4), max(66, top // 2), top})
 
 
-def measure(conn: Connection, *, progress: bool = True,
-            log: Any = None) -> Calibration:
+def measure(conn: Connection, *, progress: bool = True, log: Any = None,
+            limits: ServerLimits | None = None) -> Calibration:
     """Run the calibration on the live server and fit the model (15-60 s on 2 CPU cores).
-    Progress lines go to `log` (default stderr) when `progress`."""
+    Progress lines go to `log` (default stderr) when `progress`; `limits` are the server's
+    when the caller has read them already."""
     from .loadgen import run_sync
     from .workload import Burst, Closed, Workload
 
     say = (lambda text: print(text, file=log or sys.stderr, flush=True)) if progress \
         else (lambda text: None)
     started = time.perf_counter()
-    limits = server_limits(conn)
+    limits = limits or server_limits(conn)
     meta: dict[str, Any] = {}
 
     say(f"calibrate: TTFT of one request alone at {prompt_lengths(limits)} prompt tokens")
@@ -369,7 +370,7 @@ def ensure(conn: Connection, *, path: Path | None = None, progress: bool = True,
             print(f"calibration: reusing {path} (measured {saved.measured_at})",
                   file=sys.stderr)
         return saved.with_limits(limits)
-    fresh = measure(conn, progress=progress)
+    fresh = measure(conn, progress=progress, limits=limits)
     fresh.save(path)
     return fresh
 
