@@ -107,20 +107,21 @@ def overload(capacity_rps: float, slots: int, *, multiple: float = 2.0, requests
 def concurrency_levels(cost: StepCost, limits: ServerLimits, *, prompt_tokens: int,
                        max_tokens: int, min_gain: float = 0.15,
                        beyond_knee: int = 2) -> tuple[list[int], int | None]:
-    """Doubling levels from 1 to `beyond_knee` doublings past the predicted knee (the first
-    doubling that buys less than `min_gain` more tokens/s), capped at twice max_num_seqs.
+    """Doubling levels from 1 to `beyond_knee` doublings past the predicted knee, capped at
+    twice max_num_seqs. The knee is `labs.experiments.find_cliff` of the predicted sweep, the
+    same rule notebook 03 applies to the measured one, so the two can be compared.
     Returns (levels, predicted knee or None)."""
+    import pandas as pd
+
+    from .experiments import find_cliff
+
     cap = 2 * limits.max_num_seqs
     levels = [1]
     while levels[-1] * 2 <= cap:
         levels.append(levels[-1] * 2)
     rows = predict_closed(cost, limits, levels, prompt_tokens=prompt_tokens,
                           max_tokens=max_tokens, requests_per_level=None)
-    knee = None
-    for prev, cur in zip(rows, rows[1:], strict=False):
-        if cur["agg_tok_s"] < (1 + min_gain) * prev["agg_tok_s"]:
-            knee = prev["concurrency"]
-            break
+    knee = find_cliff(pd.DataFrame(rows), min_gain=min_gain)
     if knee is None:
         return levels, None
     last = min(cap, knee * 2 ** beyond_knee)
