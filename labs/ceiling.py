@@ -263,10 +263,7 @@ def model_size(model: str | Path, dtype: str | None = None, kv_dtype: str | None
     defaults to `dtype`, then to the config's dtype, as vLLM's `--kv-cache-dtype auto` does.
     """
     text = str(model)
-    folder = Path(text).expanduser()
-    if not folder.is_dir():  # a course model, else the Hugging Face cache, else built-in
-        candidate = (models_dir or _default_models_dir()) / text
-        folder = candidate if candidate.is_dir() else (hf_cache_folder(text) or folder)
+    folder = model_folder(text, models_dir) or Path(text).expanduser()
     if folder.is_dir():
         config = _load_config(folder)
         files = safetensors_weights(folder)
@@ -303,6 +300,22 @@ def model_size(model: str | Path, dtype: str | None = None, kv_dtype: str | None
     known = ", ".join(KNOWN_MODELS)
     raise ConfigError(f"no model folder at {text!r} and it is not a known model; pass a "
                       f"folder with config.json or one of: {known}.")
+
+
+def model_folder(model: str | Path, models_dir: Path | None = None) -> Path | None:
+    """Where `model`'s files are: a folder path, a name under the course models dir, or its
+    snapshot in the Hugging Face cache; None when none of them is on this machine."""
+    text = str(model)
+    for folder in (Path(text).expanduser(), (models_dir or _default_models_dir()) / text):
+        if folder.is_dir():
+            return folder
+    return hf_cache_folder(text)
+
+
+def model_config(model: str | Path, models_dir: Path | None = None) -> dict[str, Any] | None:
+    """`model`'s config.json from its folder (see `model_folder`), else the built-in one."""
+    folder = model_folder(model, models_dir)
+    return (_load_config(folder) if folder else None) or KNOWN_MODELS.get(str(model))
 
 
 def hf_cache_folder(model_id: str) -> Path | None:
@@ -649,7 +662,8 @@ def add_cli(verbs: Any) -> None:
 __all__ = [
     "GB", "DTYPE_BYTES", "KNOWN_MODELS", "GPUS", "GpuProfile", "get_gpu", "bytes_per_param",
     "config_dtype", "head_dim", "kv_heads", "count_parameters", "kv_bytes_per_token",
-    "weight_bytes_from_config", "step_bytes_of", "hf_cache_folder", "read_safetensors_header", "WeightFiles",
+    "weight_bytes_from_config", "step_bytes_of", "model_folder", "model_config",
+    "hf_cache_folder", "read_safetensors_header", "WeightFiles",
     "safetensors_weights", "ModelSize", "model_size", "bytes_per_step",
     "decode_ceiling_tok_s", "pool_tokens", "demand_tokens", "demand_ratio", "ceiling_report",
     "BandwidthMeasurement", "measure_bandwidth", "add_cli",

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from .ceiling import GB, get_gpu, model_size
+from .ceiling import GB, get_gpu, head_dim, model_config, model_size
 from .errors import ConfigError
 from .servermodel import RooflineSteps, ServerLimits, scheduler_defaults
 from .simulate import predict_closed
@@ -66,7 +66,7 @@ def datasheet_limits(gpu_name: str, model: str, dtype: str | None = None, *,
         raise ConfigError(f"{size.model} ({size.weight_bytes / GB:.1f} GB) leaves no room for "
                           f"a KV cache on {gpu.name} ({gpu.memory_gb} GB).")
     seqs, tokens = scheduler_defaults("gpu", gpu.memory_gb * GB / 2**30, gpu.name)
-    length = max_model_len or _config_max_len(model) or 32768
+    length = max_model_len or (model_config(model) or {}).get("max_position_embeddings") or 32768
     return ServerLimits(num_blocks=int(blocks), block_size=GPU_BLOCK_SIZE,
                         max_model_len=int(min(length, blocks * GPU_BLOCK_SIZE)),
                         max_num_seqs=max_num_seqs or seqs, max_num_batched_tokens=tokens,
@@ -76,20 +76,10 @@ def datasheet_limits(gpu_name: str, model: str, dtype: str | None = None, *,
 
 def _attention_flops_per_pair(model: str) -> float:
     """4 x layers x heads x head_dim: QK^T and AV, 2 FLOPs per multiply-add each."""
-    from .ceiling import KNOWN_MODELS, _load_config, head_dim, hf_cache_folder
-    from pathlib import Path
-
-    folder = Path(model) if Path(model).is_dir() else hf_cache_folder(model)
-    config = (_load_config(folder) if folder else None) or KNOWN_MODELS.get(model)
+    config = model_config(model)
     if not config:
         return 0.0
     return 4.0 * config["num_hidden_layers"] * config["num_attention_heads"] * head_dim(config)
-
-
-def _config_max_len(model: str) -> int | None:
-    from .ceiling import KNOWN_MODELS
-    config = KNOWN_MODELS.get(model, {})
-    return config.get("max_position_embeddings")
 
 
 def prediction_table(cost: Any, limits: ServerLimits, levels: list[int], *,
