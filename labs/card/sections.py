@@ -1,0 +1,126 @@
+"""The sections: what each notebook saved, which rows the card shows, and the article beside them.
+
+One `Section` per notebook 01-05, in page order. A `Row`'s key names a value its section's
+extractor (`labs.card.extract`) returns; its `article` is the figure from `labs.article` the card
+prints beside the measured one (None where the article published none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import article
+from .extract import _admission, _batching, _ceiling, _kv, _provision
+
+ArticleValue = float | tuple[float, float] | str | None
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    key: str
+    fmt: str                   # format spec for the number, e.g. ",.1f", ".0%"
+    article: ArticleValue = None
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str
+    notebook: str
+    title: str
+    what: str
+    needs: tuple[str, ...]     # findings keys without which the section is incomplete
+    extract: Callable[[Mapping[str, Any], Path], tuple[dict, dict]]
+    rows: tuple[Row, ...]
+
+    @property
+    def number(self) -> str:
+        return self.notebook[:2]
+
+
+_A = article
+_A_BEST = max(_A.BATCHING.items(), key=lambda kv: kv[1][0])  # (users, (aggregate, per user))
+SECTIONS: tuple[Section, ...] = (
+    Section("provision", "01_provision", "01 · The first request",
+            "One request's TTFT is small and grows with the prompt; it hides how the server "
+            "behaves under load.",
+            ("first_request_ttft_s", "ttft_by_prompt_length"), _provision, (
+                Row("first request TTFT (s)", "first_request_ttft_s", ".2f",
+                    _A.FIRST_REQUEST_TTFT_S),
+                Row("short prompt (tokens)", "short_prompt_tokens", ",.0f"),
+                Row("  its TTFT, median (s)", "short_prompt_ttft_s", ".2f"),
+                Row("long prompt (tokens)", "long_prompt_tokens", ",.0f"),
+                Row("  its TTFT, median (s)", "long_prompt_ttft_s", ".2f"),
+                Row("prefill rate (prompt tok/s)", "prefill_tok_s", ",.0f"),
+                Row("KV pool of the naive profile (tokens)", "kv_pool_tokens", ",.0f"),
+            )),
+    Section("ceiling", "02_bandwidth_ceiling", "02 · Bandwidth ceiling and one stream",
+            "Decode reads every weight once per token, so one stream cannot beat "
+            "bandwidth / weight bytes.",
+            ("bandwidth_read_gbs", "weight_bytes", "ceiling_tok_s", "single_stream"), _ceiling, (
+                Row("memory bandwidth, read (GB/s)", "bandwidth_read_gbs", ",.1f",
+                    _A.BANDWIDTH_GBS),
+                Row("weight bytes (GB)", "weight_gb", ",.2f", _A.WEIGHTS_GB),
+                Row("ceiling = bandwidth / weights (tok/s)", "ceiling_tok_s", ",.1f",
+                    _A.CEILING_TOK_S),
+                Row("single stream, measured (tok/s)", "single_stream_tok_s", ",.1f",
+                    _A.MEASURED_SINGLE_STREAM_TOK_S),
+                Row("fraction of the ceiling", "fraction_of_ceiling", ".0%",
+                    tuple(v / _A.CEILING_TOK_S for v in _A.MEASURED_SINGLE_STREAM_TOK_S)),
+            )),
+    Section("batching", "03_continuous_batching", "03 · Continuous batching and its cliff",
+            "One weight read serves every request in flight: aggregate throughput multiplies, "
+            "each user slows down, and past the cliff extra users only wait.",
+            ("sweep",), _batching, (
+                Row("1 user (tok/s)", "single_user_tok_s", ",.1f", _A.BATCHING[1][0]),
+                Row("best aggregate (tok/s)", "best_agg_tok_s", ",.0f", _A_BEST[1][0]),
+                Row("  at users", "best_at_users", ",.0f", float(_A_BEST[0])),
+                Row("batching gain (best / 1 user)", "batching_gain", ",.1f",
+                    _A_BEST[1][0] / _A.BATCHING[1][0]),
+                Row("cliff: throughput flattens after (users)", "cliff_users", ",.0f",
+                    f"not reached by {max(_A.BATCHING)} users"),
+                Row("continuous / static batching", "continuous_over_static", ",.2f"),
+                Row("HTTP errors in the sweep", "errors", ",.0f"),
+            )),
+    Section("kv", "04_kv_cache_exhaustion", "04 · The KV pool and the staircase",
+            "Ask for more KV cache than the pool holds and nothing fails: requests wait their turn "
+            "and TTFT climbs in steps, every response 200 OK.",
+            ("pool_tokens", "users", "prompt_tokens", "ttft_by_request"), _kv, (
+                Row("KV blocks", "num_gpu_blocks", ",.0f", float(_A.NUM_GPU_BLOCKS)),
+                Row("block size (tokens)", "block_size", ",.0f", float(_A.BLOCK_SIZE)),
+                Row("pool = blocks x block size (tokens)", "pool_tokens", ",.0f",
+                    float(_A.POOL_TOKENS)),
+                Row("users", "users", ",.0f", float(_A.KV_USERS)),
+                Row("prompt per user (tokens)", "prompt_tokens", ",.0f",
+                    float(_A.KV_PROMPT_TOKENS)),
+                Row("demand = users x prompt (tokens)", "demand_tokens", ",.0f",
+                    float(_A.KV_DEMAND_TOKENS)),
+                Row("demand / pool", "demand_over_pool", ",.1f",
+                    _A.KV_DEMAND_TOKENS / _A.POOL_TOKENS),
+                Row("requests that fit at once, predicted", "fit_at_once_predicted", ",.0f",
+                    f"~{_A.KV_FAST_REQUESTS} fast"),
+                Row("most requests running at once", "max_running", ",.0f"),
+                Row("TTFT, first request (s)", "ttft_first_s", ",.1f", "a few"),
+                Row("TTFT, last request (s)", "ttft_last_s", ",.1f", _A.KV_TTFT_PLATEAU_S),
+                Row("HTTP errors", "http_errors", ",.0f", 0.0),
+            )),
+    Section("admission", "05_bounded_admission", "05 · Naive, bounded, gateway",
+            "One overload, four setups: where the backlog waits decides who gets a fast answer "
+            "and who gets an honest 503.",
+            ("baseline_ttft_s", "comparison"), _admission, (
+                Row("unloaded p95 TTFT, baseline (s)", "baseline_ttft_s", ".2f"),
+                Row("SLO: p95 TTFT within (s)", "slo_ttft_s", ".2f"),
+                Row("naive: p95 TTFT (s)", "naive_ttft_p95_s", ".2f"),
+                Row("  x baseline", "naive_p95_over_baseline", ",.1f"),
+                Row("gateway: p95 TTFT of served requests (s)", "gateway_ttft_p95_s", ".2f",
+                    _A.BOUNDED_ADMITTED_TTFT_S),
+                Row("  x baseline", "gateway_p95_over_baseline", ",.1f", "near baseline"),
+                Row("gateway: shed with 503", "gateway_shed", ",.0f"),
+                Row("goodput, naive (req/s)", "naive_goodput_rps", ".2f"),
+                Row("goodput, gateway (req/s)", "gateway_goodput_rps", ".2f"),
+            )),
+)
+SECTION_BY_KEY = {s.key: s for s in SECTIONS}
