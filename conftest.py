@@ -21,6 +21,9 @@ os.environ.setdefault("LABS_SCALE", "ci")
 os.environ["LABS_STRICT_CHECKS"] = "1"
 # Nobody watches a notebook under nbmake: no live widgets, static plots only.
 os.environ["LABS_HEADLESS"] = "1"
+# This session owns every server its tests and notebooks start: a watchdog stops them if the
+# session is killed (labs.processes), so a cancelled CI job leaves nothing running.
+os.environ["LABS_OWNER_PID"] = str(os.getpid())
 
 import labs  # noqa: E402  (after LABS_PORT is set)
 from labs import server as _server  # noqa: E402

@@ -63,7 +63,10 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         print(f"lab: reusing the running server (profile {record.profile}, pid {record.pid})",
               file=sys.stderr)
     else:
-        record = started = server.serve(args.profile)
+        record = started = server.serve(args.profile, owner_pid=os.getpid())
+    # Servers the notebooks start (ensure_server) belong to this command too: a watchdog
+    # stops them when it ends, even killed (labs.processes).
+    os.environ[server.OWNER_ENV] = str(os.getpid())
     print(f"lab: vLLM at {record.api_url} (log {record.log_path}); opening JupyterLab. "
           "Ctrl-C here stops both.", file=sys.stderr)
     cmd = [sys.executable, "-m", "jupyter", "lab", "notebooks"]

@@ -1,38 +1,47 @@
 """Start, stop and watch one local vLLM server, described by a named profile.
 
-A server is a process group: vLLM's API server spawns an engine-core and a worker process,
-so we start it in its own session and always signal the whole group (a SIGKILL to the API
-server alone would orphan the other two). Its pid, group id, profile and URL are written to
-`<LABS_HOME>/run/port-<PORT>/server.json`, next to `server.log`, so that `python -m labs stop`
-in another shell, or the next notebook, can find it. We only ever signal a pid that the file
-names *and* whose command line is still a vLLM API server.
+A server is one or two process groups (vLLM's, and the gateway's with a gateway profile),
+started and stopped by `labs.processes`. Its pids, their start times, its profile and URL
+are written to `<LABS_HOME>/run/port-<PORT>/server.json`, next to `server.log`, so that
+`python -m labs stop` in another shell, or the next notebook, can find it. We only ever
+signal a pid that the file names, whose start time still matches, and whose command line is
+still what we started.
 
-Two ways to own a server:
-- `VLLMServer(profile)` used as a context manager (tests, notebooks): stopped on exit and,
-  as a last resort, at interpreter exit.
-- `serve(profile)` (the CLI, `make lab`): detached; it outlives the command that started it
-  and is stopped by `python -m labs stop`.
+The record is owned: it is deleted by the server object that wrote it, by `python -m labs
+stop`, or when every process it names (the gateway included) is gone, never because the
+engine alone has died while the gateway still holds the public port. Starts on one port are
+serialised by a lock, so two notebooks starting at once get one server.
+
+Three ways to own a server:
+- `VLLMServer(profile)` used as a context manager (tests): stopped on exit, at interpreter
+  exit, and by a watchdog if this process is killed.
+- `ensure_server(profile)` (notebooks): detached so the next notebook can reuse it, owned by
+  LABS_OWNER_PID (`make lab`, the test session) or else by the calling kernel; a watchdog
+  stops it when its owner dies.
+- `serve(profile)` (the CLI `python -m labs serve`): detached with no owner; it outlives the
+  command that started it and is stopped by `python -m labs stop`.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from pathlib import Path
 
 import httpx
 
-from . import embedded
+from . import embedded, processes
 from .errors import (
     ConfigError,
     PortInUse,
@@ -40,11 +49,13 @@ from .errors import (
     ServerDied,
     ServerStartTimeout,
 )
+from .processes import spawn_logged
 from .profiles import DEFAULT_PROFILE, Profile, get_profile
 from .settings import Settings
 
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
-STOP_GRACE_S = 30.0
+GATEWAY_MODULE = "labs.gateway"
+OWNER_ENV = "LABS_OWNER_PID"  # the process that owns the servers ensure_server starts
 LOG_TAIL_LINES = 25
 # How long the servers the course starts (vLLM, the gateway) keep an idle connection open;
 # uvicorn's default is 5 s. Our clients never close one themselves, so only the server ever
@@ -74,6 +85,18 @@ class ServerRecord:
     engine_url: str | None = None
     gateway_pid: int | None = None
     gateway_log_path: str | None = None
+    # Start times (labs.processes.start_time) pin each pid to the process we started.
+    pid_started: int | None = None
+    gateway_started: int | None = None
+    owner_pid: int | None = None  # whose death stops it (None: stopped only by `labs stop`)
+    watchdog_pid: int | None = None
+
+    def engine_running(self) -> bool:
+        return processes.is_running(self.pid, API_SERVER_MODULE, self.pid_started)
+
+    def gateway_running(self) -> bool:
+        return self.gateway_pid is not None and processes.is_running(
+            self.gateway_pid, GATEWAY_MODULE, self.gateway_started)
 
     @property
     def api_url(self) -> str:
@@ -141,6 +164,12 @@ def engine_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def gateway_env(settings: Settings) -> dict[str, str]:
+    """The gateway checks the course's key itself, before a request takes a queue place; it
+    gets the key in its environment, like vLLM, so it never shows in `ps`."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "LABS_GATEWAY_API_KEY": settings.api_key}
+
+
 # --------------------------------------------------------------------------------------------
 # The pid file
 
@@ -153,53 +182,34 @@ def log_path(settings: Settings) -> Path:
     return settings.run_dir / "server.log"
 
 
-def spawn_logged(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start `cmd` in its own session (so its whole process group can be stopped), with the
-    command line and then all its output in `log`."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as log_file:
-        log_file.write(("$ " + " ".join(cmd) + "\n").encode())
-        log_file.flush()
-        return subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-
-
-def _is_vllm_process(pid: int, module: str = API_SERVER_MODULE) -> bool:
-    """Is `pid` alive and running `module` (the vLLM API server, or the gateway)?
-    Guards against signalling a recycled pid that now belongs to somebody else."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists():
-        try:
-            return module in cmdline.read_bytes().decode(errors="replace")
-        except OSError:
-            return False
-    return True  # no /proc (macOS): trust the pid file, the process is alive
-
-
-def running_server(settings: Settings | None = None) -> ServerRecord | None:
-    """The server recorded for this port, if it is still alive; a stale file is removed."""
-    settings = settings or Settings.from_env()
+def _read_record(settings: Settings) -> ServerRecord | None:
     path = _record_path(settings)
     try:
-        record = ServerRecord(**json.loads(path.read_text()))
+        return ServerRecord(**json.loads(path.read_text()))
     except FileNotFoundError:
         return None
     except (ValueError, TypeError):
-        path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # unreadable: nobody can act on it
         return None
-    if _is_vllm_process(record.pid):
-        if record.gateway_pid is not None and not _is_vllm_process(record.gateway_pid,
-                                                                    "labs.gateway"):
-            record = replace(record, gateway_pid=None)  # do not signal a recycled pid
-        return record
-    path.unlink(missing_ok=True)
-    return None
+
+
+def running_server(settings: Settings | None = None) -> ServerRecord | None:
+    """The server recorded for this port while any process it names still runs.
+
+    The file is removed only when every one is gone: an engine that died while its gateway
+    still holds the public port is still a server to report and to stop (with its dead
+    engine's pid kept so `stop` can be told apart). A gateway pid that no longer runs our
+    gateway is dropped from the answer, so nobody signals a recycled pid.
+    """
+    settings = settings or Settings.from_env()
+    record = _read_record(settings)
+    if record is None:
+        return None
+    engine, gateway = record.engine_running(), record.gateway_running()
+    if not engine and not gateway:
+        _record_path(settings).unlink(missing_ok=True)
+        return None
+    return record if gateway or record.gateway_pid is None else replace(record, gateway_pid=None)
 
 
 def log_tail(path: Path | str, lines: int = LOG_TAIL_LINES) -> str:
@@ -265,51 +275,6 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def _reap(pid: int) -> None:
-    """Collect `pid`'s exit status if it is our child: an unreaped child stays a zombie, and
-    a zombie still answers signals, so its group would look alive for the whole grace period
-    (30 s lost per restart before this)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child (another shell started it): its parent or init reaps it
-
-
-def _group_members(pgid: int) -> list[int] | None:
-    """Live (not zombie) pids of process group `pgid`, read from /proc; None without /proc."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return None
-    members = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ")"
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry.name))
-    return members
-
-
-def _group_alive(pgid: int) -> bool:
-    """Does any process of group `pgid` still run? Zombies count as gone."""
-    _reap(pgid)
-    members = _group_members(pgid)
-    if members is not None:
-        return bool(members)
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def wait_healthy(
     base_url: str,
     timeout_s: float,
@@ -370,14 +335,16 @@ class State(Enum):
 
 
 class VLLMServer:
-    """One vLLM process group started from a profile; a context manager.
+    """One vLLM server (and its gateway, with a gateway profile) started from a profile; a
+    context manager.
 
     Starting twice is an error; stopping twice is fine. With `detach=True` the process
-    outlives this Python process (used by `python -m labs serve`).
+    outlives this Python process (used by `serve` and `ensure_server`); `owner_pid` names the
+    process whose death stops it (default: this one unless detached).
     """
 
     def __init__(self, profile: str = DEFAULT_PROFILE, settings: Settings | None = None,
-                 *, detach: bool = False) -> None:
+                 *, detach: bool = False, owner_pid: int | None = None) -> None:
         self.state = State.NEW
         self.profile = get_profile(profile)
         self.settings = settings or Settings.from_env()
@@ -386,6 +353,7 @@ class VLLMServer:
                 "LABS_BASE_URL points at a remote server; unset it to start a local one."
             )
         self.detach = detach
+        self.owner_pid = owner_pid if owner_pid is not None or detach else os.getpid()
         self.record: ServerRecord | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._gateway: subprocess.Popen[bytes] | None = None
@@ -395,68 +363,89 @@ class VLLMServer:
         if self.state is not State.NEW:
             raise ConfigError(f"this server object is {self.state.value}; make a new one.")
         s = self.settings
-        existing = running_server(s)
-        if existing:
-            raise ServerAlreadyRunning(
-                f"a vLLM server (profile {existing.profile}, pid {existing.pid}) is already "
-                f"running at {existing.base_url}; use it, or stop it with `python -m labs stop`."
-            )
-        gateway_flags = self.profile.gateway(s.backend)
-        # Behind a gateway the engine takes the next port and the gateway the public one.
-        engine_settings = replace(s, port=s.port + 1) if gateway_flags else s
-        check_port_free(s.host, s.port)
-        if gateway_flags:
-            check_port_free(s.host, engine_settings.port)
-        model_path = self._model_path()
-        s.run_dir.mkdir(parents=True, exist_ok=True)
-        log = log_path(s)
-        cmd = engine_command(self.profile, engine_settings, model_path)
-        self._proc = spawn_logged(cmd, log, engine_env(s))
-        self.record = ServerRecord(
-            pid=self._proc.pid, pgid=self._proc.pid, profile=self.profile.name,
-            backend=s.backend, base_url=s.base_url, served_model=served_model_name(s),
-            model_path=model_path, log_path=str(log), started_at=time.time(),
-            engine_url=engine_settings.base_url if gateway_flags else None,
-        )
-        self._write_record()
-        self.state = State.RUNNING
-        if not self.detach:
-            atexit.register(self.stop)
-        try:
-            wait_healthy(
-                engine_settings.base_url, timeout_s or default_start_timeout(s.backend),
-                alive=lambda: self._proc is not None and self._proc.poll() is None,
-                log=log, progress=progress,
-            )
+        with start_lock(s):
+            existing = running_server(s)
+            if existing:
+                raise ServerAlreadyRunning(_already_running(existing))
+            gateway_flags = self.profile.gateway(s.backend)
+            # Behind a gateway the engine takes the next port and the gateway the public one.
+            engine_settings = replace(s, port=s.port + 1) if gateway_flags else s
+            check_port_free(s.host, s.port)
             if gateway_flags:
-                self._start_gateway(engine_settings.base_url, progress)
-        except BaseException:
-            self.stop()
-            raise
+                check_port_free(s.host, engine_settings.port)
+            model_path = self._model_path()
+            s.run_dir.mkdir(parents=True, exist_ok=True)
+            log = log_path(s)
+            cmd = engine_command(self.profile, engine_settings, model_path)
+            self._proc = spawn_logged(cmd, log, engine_env(s))
+            self.record = ServerRecord(
+                pid=self._proc.pid, pgid=self._proc.pid, profile=self.profile.name,
+                backend=s.backend, base_url=s.base_url, served_model=served_model_name(s),
+                model_path=model_path, log_path=str(log), started_at=time.time(),
+                engine_url=engine_settings.base_url if gateway_flags else None,
+                pid_started=processes.start_time(self._proc.pid), owner_pid=self.owner_pid,
+            )
+            self._write_record()
+            self.state = State.RUNNING
+            if not self.detach:
+                atexit.register(self.stop)
+            try:
+                self._start_watchdog()
+                wait_healthy(
+                    engine_settings.base_url, timeout_s or default_start_timeout(s.backend),
+                    alive=lambda: self._proc is not None and self._proc.poll() is None,
+                    log=log, progress=progress,
+                )
+                if gateway_flags:
+                    self._start_gateway(engine_settings.base_url, progress)
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def _write_record(self) -> None:
         assert self.record is not None
-        _record_path(self.settings).write_text(json.dumps(asdict(self.record), indent=2))
+        path = _record_path(self.settings)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(self.record), indent=2))
+        temporary.replace(path)  # whole or absent, never half-written, for its readers
+
+    def _start_watchdog(self) -> None:
+        """Stop this server when its owner dies, however it dies (labs.processes)."""
+        if self.owner_pid is None:
+            return
+        assert self.record is not None
+        dog = processes.start_watchdog(self.owner_pid, _record_path(self.settings),
+                                       self.record.pgid,
+                                       self.settings.run_dir / "watchdog.log")
+        if dog is not None:
+            self.record = replace(self.record, watchdog_pid=dog.pid)
+            self._write_record()
 
     def _start_gateway(self, upstream: str, progress: bool) -> None:
         s = self.settings
         glog = s.run_dir / "gateway.log"
         cmd = gateway_command(self.profile, s, upstream)
-        self._gateway = spawn_logged(cmd, glog, {**os.environ, "PYTHONUNBUFFERED": "1"})
+        self._gateway = spawn_logged(cmd, glog, gateway_env(s))
         assert self.record is not None
         self.record = replace(self.record, gateway_pid=self._gateway.pid,
+                              gateway_started=processes.start_time(self._gateway.pid),
                               gateway_log_path=str(glog))
         self._write_record()
         wait_healthy(s.base_url, 60.0, alive=lambda: self._gateway.poll() is None,
                      log=glog, progress=progress, what="the gateway")
 
     def stop(self) -> None:
-        """Stop the whole process group: SIGTERM, then SIGKILL after a grace period."""
+        """Stop the gateway, then the engine: each group is SIGTERMed, and stop returns as
+        soon as it is gone (SIGKILL after a grace period). The record is deleted only if it
+        is still this server's own."""
         if self.state is not State.RUNNING or self.record is None:
             return
         stop_group(self.record, self._proc, self._gateway)
-        _record_path(self.settings).unlink(missing_ok=True)
+        on_disk = _read_record(self.settings)
+        if on_disk is not None and (on_disk.pid, on_disk.pid_started) == (
+                self.record.pid, self.record.pid_started):
+            _record_path(self.settings).unlink(missing_ok=True)
         self.state = State.STOPPED
 
     def __enter__(self) -> "VLLMServer":
@@ -484,33 +473,52 @@ class VLLMServer:
                 f"url={self.base_url!r})")
 
 
+def _already_running(record: ServerRecord) -> str:
+    if not record.engine_running():
+        return (f"the gateway of a {record.profile!r} server (pid {record.gateway_pid}) still "
+                f"holds {record.base_url}, but its vLLM engine (pid {record.pid}) has exited "
+                f"(see {record.log_path}); stop it with `python -m labs stop`.")
+    return (f"a vLLM server (profile {record.profile}, pid {record.pid}) is already running at "
+            f"{record.base_url}; use it, or stop it with `python -m labs stop`.")
+
+
 def stop_group(record: ServerRecord, proc: subprocess.Popen[bytes] | None = None,
                gateway: subprocess.Popen[bytes] | None = None) -> None:
-    """Stop the gateway (if any), then the engine: SIGTERM each process group, wait, SIGKILL
-    whatever is left. The gateway goes first so no new request reaches a dying engine."""
-    if record.gateway_pid is not None:
-        _stop_pgid(record.gateway_pid, gateway)
-    _stop_pgid(record.pgid, proc)
+    """Stop the gateway (if any), then the engine, then the watchdog. The gateway goes first
+    so that no new request reaches a dying engine. Only processes that are still the ones
+    recorded are signalled."""
+    if record.gateway_running():
+        processes.stop_group(record.gateway_pid, gateway)  # type: ignore[arg-type]
+    if record.engine_running() or proc is not None:
+        processes.stop_group(record.pgid, proc)
+    if record.watchdog_pid is not None and processes.is_running(record.watchdog_pid,
+                                                                "labs.processes"):
+        processes.stop_group(record.watchdog_pid, grace_s=5.0)
 
 
-def _stop_pgid(pgid: int, proc: subprocess.Popen[bytes] | None) -> None:
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
+_held_locks: dict[Path, int] = {}
+
+
+@contextlib.contextmanager
+def start_lock(settings: Settings) -> Iterator[None]:
+    """Hold this port's start lock: one start (or restart) at a time, across processes.
+    Re-entrant within a process, so ensure_server can hold it around its own start."""
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.run_dir / "start.lock"
+    if path in _held_locks:
+        _held_locks[path] += 1
+        try:
+            yield
+        finally:
+            _held_locks[path] -= 1
         return
-    deadline = time.monotonic() + STOP_GRACE_S
-    while time.monotonic() < deadline:
-        if proc is not None:
-            proc.poll()  # reap our own child so the group can empty
-        if not _group_alive(pgid):
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    if proc is not None:
-        proc.wait(timeout=10)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or we die
+        _held_locks[path] = 1
+        try:
+            yield
+        finally:
+            del _held_locks[path]
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,9 +526,10 @@ def _stop_pgid(pgid: int, proc: subprocess.Popen[bytes] | None) -> None:
 
 
 def serve(profile: str = DEFAULT_PROFILE, settings: Settings | None = None,
-          timeout_s: float | None = None) -> ServerRecord:
-    """Start a detached server and return its record once /health answers."""
-    server = VLLMServer(profile, settings, detach=True).start(timeout_s)
+          timeout_s: float | None = None, owner_pid: int | None = None) -> ServerRecord:
+    """Start a detached server and return its record once /health answers. With
+    `owner_pid`, it is stopped when that process dies; without, only by `stop`."""
+    server = VLLMServer(profile, settings, detach=True, owner_pid=owner_pid).start(timeout_s)
     assert server.record is not None
     return server.record
 
@@ -536,6 +545,13 @@ def stop(settings: Settings | None = None) -> ServerRecord | None:
     return record
 
 
+def default_owner() -> int:
+    """Who owns the servers ensure_server starts: LABS_OWNER_PID (`make lab`, the test
+    session), else this process (a notebook kernel started by hand)."""
+    value = os.environ.get(OWNER_ENV, "")
+    return int(value) if value.isdigit() else os.getpid()
+
+
 def ensure_server(profile: str = DEFAULT_PROFILE, settings: Settings | None = None,
                   timeout_s: float | None = None) -> ServerRecord | None:
     """The server a notebook needs: reuse the running one if it has `profile`, else
@@ -544,8 +560,9 @@ def ensure_server(profile: str = DEFAULT_PROFILE, settings: Settings | None = No
     With LABS_BASE_URL set (a server somebody else runs, e.g. on a cluster) there is nothing
     to start or restart here: returns None, and the caller uses that server as it is.
 
-    The new server is detached and recorded in the pid file, like `python -m labs serve`:
-    whoever owns this port (`make lab`, the test session, `python -m labs stop`) stops it.
+    The new server is detached and recorded in the pid file, so the next notebook reuses it;
+    it is owned by `default_owner()` and stopped when that process dies, or by
+    `python -m labs stop`.
     """
     settings = settings or Settings.from_env()
     get_profile(profile)
@@ -553,11 +570,12 @@ def ensure_server(profile: str = DEFAULT_PROFILE, settings: Settings | None = No
         print(f"LABS_BASE_URL is set: using {settings.base_url} as it is (its profile and log "
               "are wherever it runs)", file=sys.stderr)
         return None
-    record = running_server(settings)
-    if record and record.profile == profile:
-        return record
-    if record:
-        print(f"stopping the {record.profile!r} server (pid {record.pid}) to start "
-              f"{profile!r}", file=sys.stderr)
-        stop(settings)
-    return serve(profile, settings, timeout_s)
+    with start_lock(settings):  # a second notebook starting now waits, then reuses
+        record = running_server(settings)
+        if record and record.profile == profile and record.engine_running():
+            return record
+        if record:
+            print(f"stopping the {record.profile!r} server (pid {record.pid}) to start "
+                  f"{profile!r}", file=sys.stderr)
+            stop(settings)
+        return serve(profile, settings, timeout_s, owner_pid=default_owner())

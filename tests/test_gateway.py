@@ -101,6 +101,8 @@ class Upstream:
             return httpx.Response(200)
         if path == "/v1/models":
             return httpx.Response(200, json={"object": "list", "data": [{"id": "stub"}]})
+        if path == "/version":
+            return httpx.Response(200, json={"version": "stub"})
         if path == "/tokenize":
             self.requests.append(request)
             return self.tokenize(json.loads(request.content))
@@ -240,7 +242,8 @@ def test_upstream_dying_mid_stream_ends_with_an_error_event_and_frees_the_slot()
         first, event = resp.text.split("\n\n")[:2]
         assert first == "data: first"
         error = json.loads(event.removeprefix("data: "))["error"]
-        assert error["code"] == 502 and UP in error["message"]
+        assert error["code"] == 502 and "incomplete" in error["message"]
+        assert UP not in resp.text  # the internal address stays in the log
         assert metric(app, "gateway_upstream_errors_total", stage="stream") == 1
         assert metric(app, "gateway_completed_total") == 0
         assert app.state.gateway.admission.in_flight == 0
@@ -380,7 +383,8 @@ def test_invalid_requests_get_400_and_never_reach_the_engine(path: str, content:
         error = resp.json()["error"]
         assert needle in error["message"] and error["reason"] == "invalid"
         assert upstream.calls == []
-        assert metric(app, "gateway_shed_total", reason="invalid") == 1
+        assert metric(app, "gateway_rejected_total", reason="invalid") == 1
+        assert metric(app, "gateway_shed_total", reason="queue_full") == 0  # input, not load
 
     asyncio.run(go())
 
@@ -401,7 +405,7 @@ def test_oversized_prompt_gets_413_naming_the_limit() -> None:
         assert tokenize.headers["authorization"] == KEY  # vLLM wants the key there too
         assert json.loads(tokenize.content)["messages"] == chat()["messages"]
         assert upstream.calls == []
-        assert metric(app, "gateway_shed_total", reason="prompt_too_long") == 1
+        assert metric(app, "gateway_rejected_total", reason="prompt_too_long") == 1
 
     asyncio.run(go())
 
@@ -452,8 +456,9 @@ def test_upstream_down_gives_502_with_what_to_do() -> None:
         await app.state.gateway.close()
         assert resp.status_code == 502
         message = resp.json()["error"]["message"]
-        assert url in message and "python -m labs status" in message
-        assert "Traceback" not in resp.text
+        assert "could not reach" in message and "python -m labs status" in message
+        assert url not in resp.text and "Traceback" not in resp.text
+        assert "ConnectError" not in resp.text  # exception text goes to the log only
         assert models.status_code == 502
         assert health.status_code == 200 and health.json()["upstream"]["healthy"] is False
         assert app.state.gateway.admission.in_flight == 0
@@ -470,7 +475,8 @@ def test_health_reports_queue_and_upstream() -> None:
         body = resp.json()
         assert body["queue_depth"] == 0 and body["in_flight"] == 0
         assert body["max_in_flight"] == 3 and body["max_queue"] == 5
-        assert body["upstream"] == {"url": UP, "healthy": True, "status": 200}
+        assert body["upstream"] == {"healthy": True}
+        assert UP not in resp.text
 
     asyncio.run(go())
 
@@ -495,11 +501,12 @@ def test_metrics_expose_the_named_metrics_and_count_shed_by_reason() -> None:
     for name in ("gateway_queue_depth", "gateway_in_flight", "gateway_admitted_total",
                  "gateway_completed_total", "gateway_queue_wait_seconds_count"):
         assert name in names, name
-    assert samples[("gateway_shed_total", (("reason", "invalid"),))] == 2
-    assert samples[("gateway_shed_total", (("reason", "prompt_too_long"),))] == 1
+    assert samples[("gateway_rejected_total", (("reason", "invalid"),))] == 2
+    assert samples[("gateway_rejected_total", (("reason", "prompt_too_long"),))] == 1
     assert samples[("gateway_shed_total", (("reason", "queue_full"),))] == 0
     assert samples[("gateway_shed_total", (("reason", "queue_timeout"),))] == 0
-    for stage in ("queued", "streaming"):
+    assert ("gateway_shed_total", (("reason", "invalid"),)) not in samples  # load only
+    for stage in ("queued", "streaming", "stalled"):
         assert samples[("gateway_client_disconnects_total", (("stage", stage),))] == 0
 
 
@@ -763,3 +770,241 @@ def test_gateway_process_starts_answers_and_stops(tmp_path: Path) -> None:
     finally:
         stop_gateway_process(proc)
     assert proc.poll() is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Abuse: clients that would bypass the bound, or hold the gateway, get a clear answer
+
+
+@pytest.mark.parametrize("path, body, needle", [
+    ("/v1/chat/completions", chat(n=64), '"n": 64'),
+    ("/v1/completions", {"model": "m", "prompt": ["a"] * 32}, "list of 32 prompts"),
+    ("/v1/completions", {"model": "m", "prompt": "a", "best_of": 4}, '"best_of": 4'),
+    ("/v1/chat/completions", chat(use_beam_search=True), "beam search"),
+])
+def test_requests_for_several_sequences_get_400_and_never_reach_the_engine(
+        path: str, body: dict, needle: str) -> None:
+    upstream = Upstream()
+
+    async def go() -> None:
+        app, client = gateway(upstream, max_in_flight=2)
+        async with client:
+            resp = await client.post(path, json=body)
+        assert resp.status_code == 400
+        error = resp.json()["error"]
+        assert needle in error["message"] and "separate requests" in error["message"]
+        assert error["reason"] == "unsupported" and upstream.calls == []
+        assert metric(app, "gateway_rejected_total", reason="unsupported") == 1
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("body", [
+    {"model": "m", "prompt": [1, 2, 3]},           # token ids: one prompt
+    {"model": "m", "prompt": ["only one"]},        # a list of one prompt
+    {"model": "m", "prompt": "a", "n": 1},
+])
+def test_one_sequence_requests_go_through(body: dict) -> None:
+    upstream = Upstream()
+
+    async def go() -> None:
+        _, client = gateway(upstream)
+        async with client:
+            resp = await client.post("/v1/completions", json=body)
+        assert resp.status_code == 200 and upstream.calls == [None]
+
+    asyncio.run(go())
+
+
+def test_the_key_is_checked_before_a_queue_place_is_taken() -> None:
+    upstream = Upstream()
+    upstream.gate = asyncio.Event()
+
+    async def go() -> None:
+        app, client = gateway(upstream, max_in_flight=1, max_queue=1, api_key="test-key")
+        async with client:
+            holder = asyncio.create_task(client.post("/v1/chat/completions", json=chat("h")))
+            await until(lambda: app.state.gateway.admission.in_flight == 1)
+            anonymous = await client.post("/v1/chat/completions", json=chat("x"),
+                                          headers={"Authorization": ""})
+            wrong = await client.post("/v1/chat/completions", json=chat("y"),
+                                      headers={"Authorization": "Bearer guess"})
+            tokenize = await client.post("/tokenize", json={"prompt": "hi"},
+                                         headers={"Authorization": ""})
+            models = await client.get("/v1/models", headers={"Authorization": ""})
+            version = await client.get("/version", headers={"Authorization": ""})
+            assert app.state.gateway.admission.queue_depth == 0  # none of them queued
+            upstream.gate.set()
+            assert (await holder).status_code == 200
+        for resp in (anonymous, wrong, tokenize, models):
+            assert resp.status_code == 401, resp.text
+            assert resp.json()["error"]["reason"] == "unauthorized"
+            assert "Authorization: Bearer" in resp.json()["error"]["message"]
+        assert version.status_code != 401  # open, as vLLM has it
+        assert upstream.calls == ["h"]
+        assert metric(app, "gateway_rejected_total", reason="unauthorized") == 4
+        assert metric(app, "gateway_shed_total", reason="queue_full") == 0
+
+    asyncio.run(go())
+
+
+def test_a_body_over_the_cap_is_refused_with_413_without_reading_it() -> None:
+    upstream = Upstream()
+
+    async def go() -> None:
+        app, client = gateway(upstream, max_body_bytes=4096)
+        async with client:
+            declared = await client.post("/v1/chat/completions",
+                                         json=chat(padding="x" * 10_000))
+
+            async def chunks():  # no Content-Length: counted as it arrives
+                for _ in range(10):
+                    yield b" " * 1000
+
+            streamed = await client.post("/v1/chat/completions", content=chunks())
+        for resp in (declared, streamed):
+            assert resp.status_code == 413
+            assert resp.json()["error"]["reason"] == "body_too_large"
+            assert "4,096 bytes" in resp.json()["error"]["message"]
+        assert upstream.calls == []
+        assert metric(app, "gateway_rejected_total", reason="body_too_large") == 2
+
+    asyncio.run(go())
+
+
+def test_a_stream_cut_mid_event_closes_that_event_before_the_error() -> None:
+    class Dies(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            yield b'data: {"choices": [{"delta": {"content": "hal'  # half an event
+            raise httpx.ReadError("connection reset")
+
+    async def go() -> None:
+        app = create_app(GatewayConfig(UP), client=httpx.AsyncClient(
+            transport=httpx.MockTransport(lambda r: httpx.Response(
+                200, headers={"content-type": "text/event-stream"}, stream=Dies()))))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url=GW) as client:
+            resp = await client.post("/v1/chat/completions", json=chat())
+        events = resp.text.split("\n\n")
+        assert events[0].endswith('"hal')  # the half event, closed by a blank line
+        error = json.loads(events[1].removeprefix("data: "))["error"]  # a whole event
+        assert error["code"] == 502
+
+    asyncio.run(go())
+
+
+def test_liveness_never_asks_the_engine_and_readiness_does() -> None:
+    calls: list[str] = []
+
+    async def slow_engine(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        await asyncio.sleep(5)
+        return httpx.Response(200)
+
+    async def go() -> None:
+        app = create_app(GatewayConfig(UP), client=httpx.AsyncClient(
+            transport=httpx.MockTransport(slow_engine)))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url=GW) as client:
+            live = await client.get("/livez")
+            assert calls == []
+            started = time.monotonic()
+            ready = await client.get("/readyz")
+            took = time.monotonic() - started
+        assert live.status_code == 200
+        assert ready.status_code == 503 and "did not answer" in ready.json()["reason"]
+        assert calls == ["/health"]
+        from labs.gateway.app import READY_TIMEOUT_S
+        assert took < 5 / 2, "readiness must give up at its own timeout, not the engine's"
+        assert READY_TIMEOUT_S < 1  # under the Kubernetes probes' 1 s timeout
+
+    asyncio.run(go())
+
+
+def test_the_queue_wait_histogram_counts_the_waits_that_timed_out() -> None:
+    upstream = Upstream()
+    upstream.gate = asyncio.Event()
+
+    async def go() -> None:
+        app, client = gateway(upstream, max_in_flight=1, max_queue=1, max_queue_wait_s=0.1)
+        async with client:
+            holder = asyncio.create_task(client.post("/v1/chat/completions", json=chat("h")))
+            await until(lambda: app.state.gateway.admission.in_flight == 1)
+            timed_out = await client.post("/v1/chat/completions", json=chat("t"))
+            upstream.gate.set()
+            await holder
+        assert_shed(timed_out, "queue_timeout")
+        assert metric(app, "gateway_queue_wait_seconds_count", outcome="timeout") == 1
+        assert metric(app, "gateway_queue_wait_seconds_sum", outcome="timeout") >= 0.1
+        assert metric(app, "gateway_queue_wait_seconds_count", outcome="admitted") == 1
+
+    asyncio.run(go())
+
+
+def _raw_request(url: str, path: str, body: bytes, *, declared: int | None = None) -> socket.socket:
+    """A socket that has sent a POST's headers and `body` (maybe less than declared)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    length = len(body) if declared is None else declared
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {length}\r\n\r\n".encode() + body)
+    return sock
+
+
+def test_a_body_that_never_finishes_gets_408_and_the_gateway_moves_on() -> None:
+    app = create_app(GatewayConfig(UP, body_timeout_s=0.3))
+    with ServerThread(app, lifespan="on") as gw:
+        sock = _raw_request(gw.url, "/v1/chat/completions", b'{"model": ', declared=1000)
+        sock.settimeout(10)
+        reply = sock.recv(65536).decode()
+        sock.close()
+        assert reply.startswith("HTTP/1.1 408") and "body_timeout" in reply
+        assert httpx.get(gw.url + "/livez").status_code == 200
+    assert metric(app, "gateway_rejected_total", reason="body_timeout") == 1
+
+
+class Firehose:
+    """A raw ASGI upstream that streams SSE as fast as it can until its client goes."""
+
+    def __init__(self) -> None:
+        self.gone = threading.Event()
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["path"] == "/health":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        event = sse({"choices": [{"delta": {"content": "x" * 4000}}]})
+        try:
+            for _ in range(100_000):  # ~400 MB: far beyond any socket buffer
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+        except OSError:
+            pass
+        self.gone.set()
+
+
+def test_a_client_that_stops_reading_loses_its_slot_after_the_send_timeout() -> None:
+    stub = Firehose()
+    with ServerThread(stub) as upstream:
+        app = create_app(GatewayConfig(upstream.url, max_in_flight=1, max_queue=0,
+                                       send_timeout_s=0.5))
+        with ServerThread(app, lifespan="on") as gw:
+            body = json.dumps(chat("stalled")).encode()
+            sock = _raw_request(gw.url, "/v1/chat/completions", body)  # and never reads
+            deadline = time.monotonic() + 30
+            while app.state.gateway.metrics.value("gateway_client_disconnects_total",
+                                                  stage="stalled") < 1:
+                assert time.monotonic() < deadline, "the stalled reader kept its slot"
+                time.sleep(0.05)
+            deadline = time.monotonic() + 5
+            while app.state.gateway.admission.in_flight:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert stub.gone.wait(10), "the upstream request was not closed"
+            sock.close()
+            # the slot is free again: the next client is admitted
+            with httpx.stream("POST", gw.url + "/v1/chat/completions", json=chat("next"),
+                              timeout=10) as resp:
+                assert resp.status_code == 200

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import labs
-from labs import embedded, server
+from labs import embedded, processes, server
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
@@ -190,10 +190,10 @@ def test_stop_returns_when_the_group_is_gone_even_if_nobody_waited_on_it(
         tmp_path: Path) -> None:
     # `serve` returns a record, not the Popen: the stopping code must reap the child itself,
     # or the zombie keeps the group "alive" for the whole grace period (it did: 30 s).
-    proc = server.spawn_logged(["sleep", "60"], tmp_path / "sleep.log", dict(os.environ))
+    proc = processes.spawn_logged(["sleep", "60"], tmp_path / "sleep.log", dict(os.environ))
     pid = proc.pid
     del proc  # as after serve(): nobody holds the Popen
     started = time.monotonic()
-    server._stop_pgid(pid, None)
-    assert time.monotonic() - started < server.STOP_GRACE_S / 3
-    assert not server._group_alive(pid)
+    processes.stop_group(pid)
+    assert time.monotonic() - started < processes.STOP_GRACE_S / 3
+    assert not processes.group_alive(pid)
