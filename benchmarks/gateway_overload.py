@@ -118,8 +118,10 @@ def gateway_counters(gateway_url: str) -> dict[str, float]:
     snap = Snapshot.parse(httpx.get(gateway_url + "/metrics", timeout=10).text)
     out = {"admitted": snap.value("gateway_admitted_total") or 0.0,
            "completed": snap.value("gateway_completed_total") or 0.0}
-    for reason in ("queue_full", "queue_timeout", "invalid", "prompt_too_long"):
+    for reason in ("queue_full", "queue_timeout"):  # load
         out[reason] = snap.value("gateway_shed_total", reason=reason) or 0.0
+    for reason in ("invalid", "prompt_too_long"):  # input
+        out[reason] = snap.value("gateway_rejected_total", reason=reason) or 0.0
     return out
 
 

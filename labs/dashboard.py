@@ -79,9 +79,12 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                ("gateway_max_queue", "queue cap {{instance}}"))),
         Panel("Gateway: admitted and shed per second", "reqps",
               ((f"sum(rate(gateway_admitted_total{RATE}))", "admitted"),
-               (f"sum by (reason) (rate(gateway_shed_total{RATE}))", "shed: {{reason}}")),
-              "Shed requests got a 503 with Retry-After in microseconds, instead of a long "
-              "wait in the engine."),
+               (f"sum by (reason) (rate(gateway_shed_total{RATE}))", "shed: {{reason}}"),
+               (f"sum by (reason) (rate(gateway_rejected_total{RATE}))",
+                "rejected: {{reason}}")),
+              "Shed requests (load) got a 503 with Retry-After in microseconds, instead of a "
+              "long wait in the engine; rejected ones (input: malformed, too large, no key) "
+              "a 4xx that says what to fix."),
         Panel("Gateway: wait for an engine slot", "s",
               _quantiles("gateway_queue_wait_seconds", "wait")),
         Panel("Gateway: upstream errors and client disconnects per second", "ops",

@@ -7,16 +7,21 @@
 - 20x overload for a minute (LABS_OVERLOAD_S, default 60), with the gateway frozen for 5 s
   in the middle: every request ends as a complete answer or a 503 with Retry-After; nothing
   is lost, nothing hangs, and the gateway's own counters agree with what the client saw.
+- Hostile clients (benchmarks/hostile_clients.py): each gets its documented answer, and
+  every request the gateway admitted is relayed to the end or ended by its client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -30,6 +35,7 @@ from labs.connections import ONE_CONNECTION
 from labs.server import free_port
 
 pytestmark = pytest.mark.server
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -164,3 +170,32 @@ def test_twenty_times_overload_loses_nothing(
     assert admitted == len(ok) and admitted + refused == len(records)
     assert counters.value("gateway_in_flight") == 0 and counters.value("gateway_queue_depth") == 0
     assert _running(engine) == 0
+
+
+def test_hostile_clients_get_documented_answers_and_nothing_admitted_is_lost(
+        engine: labs.Connection, tmp_path: Path) -> None:
+    """benchmarks/hostile_clients.py through a gateway configured as the `gateway` profile
+    (its flags, and the course's key checked by the gateway itself)."""
+    settings = labs.Settings.from_env()
+    flags = labs.get_profile("gateway").gateway(settings.backend)
+    args = gw._parser().parse_args([*flags, f"--upstream={engine.base_url}"])
+    config = replace(gw.cli.config_from(args), api_key=settings.api_key)
+    port = free_port()
+    proc = gw.start_gateway_process(config, port, tmp_path / "gateway.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        gw.wait_gateway_healthy(url, 30, proc=proc, log_path=tmp_path / "gateway.log")
+        out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hostile_clients.py"),
+                              "--url", url, "--json"], capture_output=True, text=True,
+                             timeout=300)
+    finally:
+        gw.stop_gateway_process(proc)
+    assert out.returncode in (0, 1), out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    wrong = [c for c in report["cases"] if not c["ok"]]
+    assert not wrong, wrong
+    after = report["after"]
+    assert after["lost"] == 0 and after["admitted"] >= 1, after
+    assert after["readyz"] == 200 and after["a normal request after"] == 200, after
+    burst = next(c for c in report["cases"] if "at once" in c["name"])
+    assert burst["statuses"].get("503", 0) > 0, "300 at once must overflow N + M"

@@ -64,24 +64,29 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_from(args: argparse.Namespace) -> GatewayConfig:
+    """The configuration the parsed flags (and LABS_GATEWAY_API_KEY) describe."""
+    upstream = args.upstream
+    if upstream is None:
+        from ..settings import Settings
+        upstream = Settings.from_env().base_url
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port {args.port} is not a port number (1-65535).")
+    return GatewayConfig(
+        upstream=upstream, max_in_flight=args.max_in_flight, max_queue=args.max_queue,
+        max_queue_wait_s=args.max_queue_wait_s, retry_after_s=args.retry_after_s,
+        max_prompt_tokens=args.max_prompt_tokens,
+        forward_authorization=not args.no_forward_authorization,
+        api_key=os.environ.get(API_KEY_ENV) or None,
+        request_timeout_s=args.request_timeout_s, max_body_bytes=args.max_body_bytes,
+        body_timeout_s=args.body_timeout_s, send_timeout_s=args.send_timeout_s,
+        shutdown_timeout_s=args.shutdown_timeout_s)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        upstream = args.upstream
-        if upstream is None:
-            from ..settings import Settings
-            upstream = Settings.from_env().base_url
-        if not 0 < args.port < 65536:
-            raise ConfigError(f"--port {args.port} is not a port number (1-65535).")
-        config = GatewayConfig(
-            upstream=upstream, max_in_flight=args.max_in_flight, max_queue=args.max_queue,
-            max_queue_wait_s=args.max_queue_wait_s, retry_after_s=args.retry_after_s,
-            max_prompt_tokens=args.max_prompt_tokens,
-            forward_authorization=not args.no_forward_authorization,
-            api_key=os.environ.get(API_KEY_ENV) or None,
-            request_timeout_s=args.request_timeout_s, max_body_bytes=args.max_body_bytes,
-            body_timeout_s=args.body_timeout_s, send_timeout_s=args.send_timeout_s,
-            shutdown_timeout_s=args.shutdown_timeout_s)
+        config = config_from(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
