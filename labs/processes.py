@@ -40,6 +40,14 @@ def spawn_logged(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.P
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
 
 
+def course_env(**extra: str) -> dict[str, str]:
+    """This environment, plus `extra`, with the course's root on PYTHONPATH, so that
+    `python -m labs.<module>` runs from a bare checkout too (not installed)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def _stat_fields(pid: int) -> list[str] | None:
     """/proc/<pid>/stat after the command name (which may hold spaces), or None."""
     try:
@@ -153,10 +161,7 @@ def start_watchdog(owner_pid: int, record: Path, pgid: int,
         return None
     cmd = [sys.executable, "-m", "labs.processes", "watch", f"--owner={owner_pid}",
            f"--owner-started={owner_started}", f"--record={record}", f"--pgid={pgid}"]
-    root = str(Path(__file__).resolve().parent.parent)  # importable from a bare checkout too
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    return spawn_logged(cmd, log, env)
+    return spawn_logged(cmd, log, course_env())
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -3,7 +3,6 @@ process supervisor the engine uses (labs.processes)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -33,9 +32,7 @@ def start_gateway_process(config: GatewayConfig, port: int, log_path: str | Path
         raise PortInUse(port_taken(host, port)) from None
     cmd = [sys.executable, "-m", "labs.gateway", *config.to_args(), f"--host={host}",
            f"--port={port}"]
-    root = str(Path(__file__).resolve().parents[2])  # importable from a bare checkout too
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    env = processes.course_env(PYTHONUNBUFFERED="1")
     env.pop(API_KEY_ENV, None)
     if config.api_key:
         env[API_KEY_ENV] = config.api_key
