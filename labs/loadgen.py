@@ -435,7 +435,7 @@ class _Session:
     async def _prepare(self, client: httpx.AsyncClient) -> None:
         if not self.model:
             self.model = await _discover_model(client, self.base_url, self.headers)
-        if self.workload.prompt_tokens is not None and self.count_tokens is None:
+        if self.workload.target_tokens is not None and self.count_tokens is None:
             self.count_tokens = server_token_counter(client, self.base_url, self.model,
                                                      self.headers)
             self.counter_note = "server /tokenize"

@@ -71,6 +71,20 @@ PROFILES: dict[str, Profile] = {
             "naive, with a small KV pool on the CPU so exhaustion is reachable",
             cpu_flags=CPU_SMALL_KV_FLAGS,
         ),
+        # Notebook 06: the same small pool with prefix caching on (vLLM 0.32's default, said
+        # out loud) and off, so the difference between the two runs is that one flag.
+        Profile(
+            "prefix-cache",
+            "kv-pressure with prefix caching on (vLLM's default): shared prefixes share blocks",
+            engine_flags=("--enable-prefix-caching",),
+            cpu_flags=CPU_SMALL_KV_FLAGS + ("--enable-prefix-caching",),
+        ),
+        Profile(
+            "no-prefix-cache",
+            "kv-pressure with prefix caching off: every prompt computes and holds its own KV",
+            engine_flags=("--no-enable-prefix-caching",),
+            cpu_flags=CPU_SMALL_KV_FLAGS + ("--no-enable-prefix-caching",),
+        ),
         Profile(
             "bounded",
             "the article's fix: cap in-flight sequences and context length",

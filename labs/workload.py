@@ -197,6 +197,9 @@ class Workload:
     prefix_seed    every prompt starts with random words so prefix caching cannot help;
                    None (default) draws new ones each run, so re-running a cell does not hit
                    the cache the last run warmed; an int makes prompts reproducible
+    shared_prefix_tokens  instead, every prompt opens with the same system prompt of about
+                   this many tokens, followed by a short question of its own (random words):
+                   what prefix caching shares (notebook 06); excludes prompt_tokens
     """
 
     api: Literal["chat", "completions"] = "chat"
@@ -207,12 +210,19 @@ class Workload:
     seed: int = 0
     prefix_seed: int | None = None
     in_order: bool = False
+    shared_prefix_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.api not in API_KINDS:
             raise ConfigError(f"api={self.api!r} is not valid; use one of: {', '.join(API_KINDS)}.")
         if self.prompt_tokens is not None:
             _positive_int(self.prompt_tokens, "Workload prompt_tokens")
+        if self.shared_prefix_tokens is not None:
+            _positive_int(self.shared_prefix_tokens, "Workload shared_prefix_tokens")
+            if self.prompt_tokens is not None:
+                raise ConfigError("give prompt_tokens (unique prompts of that length) or "
+                                  "shared_prefix_tokens (one shared system prompt, then a "
+                                  "short question), not both.")
         if isinstance(self.max_tokens, Sequence) and not isinstance(self.max_tokens, str):
             values = tuple(_positive_int(v, "each max_tokens value") for v in self.max_tokens)
             if not values:
@@ -227,8 +237,15 @@ class Workload:
     def label(self) -> str:
         out = (f"{min(self.max_tokens)}-{max(self.max_tokens)} mixed"
                if isinstance(self.max_tokens, tuple) else str(self.max_tokens))
-        prompt = f"{self.prompt_tokens}" if self.prompt_tokens else "short"
+        prompt = (f"{self.prompt_tokens}" if self.prompt_tokens else
+                  f"shared {self.shared_prefix_tokens} + short" if self.shared_prefix_tokens
+                  else "short")
         return f"{self.api} in={prompt} out={out}"
+
+    @property
+    def target_tokens(self) -> int | None:
+        """The length the prompt filler is fitted to: the whole prompt, or the shared part."""
+        return self.prompt_tokens if self.prompt_tokens is not None else self.shared_prefix_tokens
 
     @property
     def path(self) -> str:
@@ -335,7 +352,7 @@ class PromptFactory:
 
     def __init__(self, workload: Workload, count_tokens: TokenCounter | None,
                  cache: dict[tuple[str, int], int] | None = None) -> None:
-        if workload.prompt_tokens is not None and count_tokens is None:
+        if workload.target_tokens is not None and count_tokens is None:
             raise ConfigError("a prompt_tokens target needs a token counter "
                               "(the server's /tokenize endpoint).")
         self.workload = workload
@@ -345,7 +362,7 @@ class PromptFactory:
 
     async def prepare(self) -> None:
         """Measure the filler length for the target (a few /tokenize calls, then cached)."""
-        target = self.workload.prompt_tokens
+        target = self.workload.target_tokens
         if target is None or self._filler_words is not None:
             return
         key = (self.workload.api, target)
@@ -377,21 +394,31 @@ class PromptFactory:
 
     def prompts(self, stream: int = 0) -> PromptStream:
         """An endless source of unique prompts; `stream` keeps warm-up and sweep levels apart."""
-        if self.workload.prompt_tokens is not None and self._filler_words is None:
+        if self.workload.target_tokens is not None and self._filler_words is None:
             raise RuntimeError("call `await prepare()` first")
         seed = self.workload.prefix_seed
         rng = np.random.default_rng(None if seed is None else [seed, stream])
-        return PromptStream(rng, self._filler_words)
+        shared = None
+        if self.workload.shared_prefix_tokens is not None:
+            # Drawn once per stream: every prompt of this run shares it, and the next run's
+            # differs, so re-running a cell does not find the last run's prefix cached.
+            head = " ".join(_PREFIX_WORDS[i] for i in rng.integers(0, len(_PREFIX_WORDS),
+                                                                    size=_PREFIX_LEN))
+            shared = f"{head}. {filler(self._filler_words or 0)}"
+        return PromptStream(rng, self._filler_words, shared)
 
 
 @dataclass
 class PromptStream:
     rng: np.random.Generator
     filler_words: int | None
+    shared: str | None = None  # one system prompt for every request; its own question each
 
     def next(self) -> str:
         picks = self.rng.integers(0, len(_PREFIX_WORDS), size=_PREFIX_LEN)
         prefix = " ".join(_PREFIX_WORDS[i] for i in picks)
+        if self.shared is not None:
+            return f"{self.shared}\n{prefix}: which of these words is in the report above?"
         if self.filler_words is None:
             return f"{prefix}.\nWrite a long story about a journey across the sea."
         return PromptFactory._text(prefix, self.filler_words)
