@@ -2,7 +2,8 @@
 unreadable files, two machines side by side, and the CLI's exit codes.
 
 tests/fixtures/results_cpu/ holds the findings notebooks 01-05 saved on the course's 2-core CI
-machine (2026-11-22); the tests copy and alter them in tmp_path.
+machine (2026-11-22) and notebook 06 saved on a 2-core AVX-512 EPYC (2026-12-01, so the card's
+date, its last save, is that one); the tests copy and alter them in tmp_path.
 """
 
 from __future__ import annotations
@@ -89,12 +90,16 @@ def test_summary_holds_each_notebooks_numbers(cpu: Path) -> None:
     admission = s["sections"]["admission"]["values"]
     assert admission["gateway_shed"] == 19
     assert admission["gateway_goodput_rps"] == pytest.approx(0.719, abs=0.001)
+    prefix = s["sections"]["prefix"]["values"]
+    assert prefix["shared_blocks"] == 7 and prefix["running_on"] == 16 > prefix["running_off"]
+    assert prefix["hit_rate"] == pytest.approx(0.826, abs=0.001)
+    assert prefix["ttft_off_over_on"] == pytest.approx(14.20 / 2.68, rel=0.01)
     json.dumps(s, allow_nan=False)  # the summary is plain JSON
 
 
 def test_card_shows_the_numbers_beside_the_article(cpu: Path) -> None:
     page = card.render_html([card.summarize(cpu)], images=False)
-    assert "Linux x86_64, 2 x AMD EPYC · 2026-11-22" in page
+    assert "Linux x86_64, 2 x AMD EPYC · 2026-12-01" in page
     assert "SmolLM2-135M-Instruct" in page and "0.32.0" in page
     for label, cells in [
         # ceiling and single stream: ours, then the article's 480 / 14 = 34.3 and 28–30
@@ -136,7 +141,7 @@ def test_every_measured_section_embeds_one_png(cpu: Path) -> None:
     (cpu / "01_provision.json").unlink()
     page = card.render_html([card.summarize(cpu)])
     images = _pngs(page)
-    assert len(images) == 4  # 02-05; 01 has no data, so no plot
+    assert len(images) == 5  # 02-06; 01 has no data, so no plot
     assert all(img.startswith(PNG_MAGIC) and len(img) > 5000 for img in images)
     assert "<img" not in _section(page, "provision")
     assert not re.search(r'(src|href)="(?!data:)', page)  # self-contained: nothing to fetch
@@ -224,7 +229,7 @@ def gpu(tmp_path: Path) -> Path:
 
 def test_compare_puts_both_machines_in_adjacent_columns(cpu: Path, gpu: Path) -> None:
     page = card.render_html([card.summarize(cpu), card.summarize(gpu)], images=False)
-    cpu_label, gpu_label = "Linux x86_64, 2 x AMD EPYC · 2026-11-22", "NVIDIA L4 · 2026-12-01"
+    cpu_label, gpu_label = "Linux x86_64, 2 x AMD EPYC · 2026-12-01", "NVIDIA L4 · 2026-12-01"
     assert f"<th>{cpu_label}</th><th>{gpu_label}</th><th>article</th>" in page
     assert _row(page, "pool = blocks x block size (tokens)") == (
         "<td>5,120</td><td>96,000</td><td>38,816</td>")
@@ -238,7 +243,7 @@ def test_compare_puts_both_machines_in_adjacent_columns(cpu: Path, gpu: Path) ->
 def test_same_machine_twice_is_told_apart(cpu: Path) -> None:
     s = card.summarize(cpu)
     page = card.render_html([s, s], images=False)
-    assert "<th>A: Linux x86_64, 2 x AMD EPYC · 2026-11-22</th><th>B: Linux" in page
+    assert "<th>A: Linux x86_64, 2 x AMD EPYC · 2026-12-01</th><th>B: Linux" in page
 
 
 def test_compare_reads_a_card_json_from_elsewhere(cpu: Path, gpu: Path, tmp_path: Path) -> None:
@@ -275,7 +280,7 @@ def test_cli_compare(cpu: Path, gpu: Path, tmp_path: Path, capsys: pytest.Captur
     assert capsys.readouterr().out.strip() == str(out_path)
     page = out_path.read_text()
     assert "NVIDIA L4 · 2026-12-01" in page
-    assert len(_pngs(page)) == 5  # 05 drawn for the one machine that has it
+    assert len(_pngs(page)) == 6  # 05 drawn for the one machine that has it
     both = json.loads(out_path.with_suffix(".json").read_text())
     assert [c["machine"]["hardware"] for c in both["cards"]] == [
         "Linux x86_64, 2 x AMD EPYC", "NVIDIA L4"]

@@ -159,3 +159,24 @@ def _admission(f: Mapping[str, Any], _runs: Path) -> tuple[dict, dict]:
     values["naive_p95_over_baseline"] = _ratio(values["naive_ttft_p95_s"], baseline)
     values["gateway_p95_over_baseline"] = _ratio(values["gateway_ttft_p95_s"], baseline)
     return values, series
+
+
+def _prefix(f: Mapping[str, Any], runs: Path) -> tuple[dict, dict]:
+    on, off = f.get("cache_on") or {}, f.get("cache_off") or {}
+    shared = f.get("shared") or {}
+    values = {
+        "users": _num(f.get("users")), "prompt_tokens": _num(shared.get("prompt_tokens")),
+        "shared_tokens": _num(shared.get("shared_tokens")),
+        "shared_blocks": _num(shared.get("shared_blocks")),
+        "hit_rate": _num(on.get("hit rate")),
+        "prefill_on": _num(on.get("prefill tokens computed")),
+        "prefill_off": _num(off.get("prefill tokens computed")),
+        "running_on": _num(on.get("max running")), "running_off": _num(off.get("max running")),
+        "ttft_p95_on_s": _num(on.get("TTFT p95 (s)")),
+        "ttft_p95_off_s": _num(off.get("TTFT p95 (s)")),
+    }
+    values["ttft_off_over_on"] = _ratio(values["ttft_p95_off_s"], values["ttft_p95_on_s"])
+    series = {"setup": ["cache on", "cache off"],
+              "ttft_p95_s": [values["ttft_p95_on_s"], values["ttft_p95_off_s"]],
+              "max_running": [values["running_on"], values["running_off"]]}
+    return values, series

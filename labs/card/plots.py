@@ -163,8 +163,30 @@ def _plot_admission(drawn) -> Any:
     return fig
 
 
+def _plot_prefix(drawn) -> Any:
+    import numpy as np
+
+    fig, axes = _figure(ncols=2)
+    setups = ["cache on", "cache off"]
+    width = 0.8 / max(len(drawn), 1)
+    x = np.arange(len(setups))
+    for ax, (key, ylabel) in zip(axes, (("ttft_p95_s", "p95 TTFT (s)"),
+                                        ("max_running", "most running at once")), strict=True):
+        for n, (i, label, sec) in enumerate(drawn):
+            by_setup = dict(zip(sec["series"].get("setup", []), sec["series"].get(key, []),
+                                strict=False))
+            ax.bar(x - 0.4 + width * (n + 0.5), _nan([by_setup.get(k) for k in setups]), width,
+                   color=f"C{i}", label=label)
+        ax.set_xticks(x, setups)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("16 users sharing one system prompt, the same pool, one flag apart", fontsize=11)
+    return fig
+
+
 PLOTS: dict[str, Callable[[list], Any]] = {
     "provision": _plot_provision, "ceiling": _plot_ceiling, "batching": _plot_batching,
-    "kv": _plot_kv, "admission": _plot_admission,
+    "kv": _plot_kv, "admission": _plot_admission, "prefix": _plot_prefix,
 }
 

@@ -1,6 +1,6 @@
 """The sections: what each notebook saved, which rows the card shows, and the article beside them.
 
-One `Section` per notebook 01-05, in page order. A `Row`'s key names a value its section's
+One `Section` per notebook 01-06, in page order. A `Row`'s key names a value its section's
 extractor (`labs.card.extract`) returns; its `article` is the figure from `labs.article` the card
 prints beside the measured one (None where the article published none).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import article
-from .extract import _admission, _batching, _ceiling, _kv, _provision
+from .extract import _admission, _batching, _ceiling, _kv, _prefix, _provision
 
 ArticleValue = float | tuple[float, float] | str | None
 
@@ -121,6 +121,23 @@ SECTIONS: tuple[Section, ...] = (
                 Row("gateway: shed with 503", "gateway_shed", ",.0f"),
                 Row("goodput, naive (req/s)", "naive_goodput_rps", ".2f"),
                 Row("goodput, gateway (req/s)", "gateway_goodput_rps", ".2f"),
+            )),
+    Section("prefix", "06_prefix_caching", "06 · Prefix caching",
+            "A shared system prompt is computed once and its full KV blocks are stored once: "
+            "the users that exhausted 04's pool fit in it.",
+            ("users", "prediction", "check"), _prefix, (
+                Row("users", "users", ",.0f"),
+                Row("prompt per user (tokens)", "prompt_tokens", ",.0f"),
+                Row("  of which shared (tokens)", "shared_tokens", ",.0f"),
+                Row("  full blocks shared", "shared_blocks", ",.0f"),
+                Row("prefix cache hit rate", "hit_rate", ".0%"),
+                Row("prefill tokens computed, cache on", "prefill_on", ",.0f"),
+                Row("prefill tokens computed, cache off", "prefill_off", ",.0f"),
+                Row("most running at once, cache on", "running_on", ",.0f"),
+                Row("most running at once, cache off", "running_off", ",.0f"),
+                Row("p95 TTFT, cache on (s)", "ttft_p95_on_s", ".2f", "near zero"),
+                Row("p95 TTFT, cache off (s)", "ttft_p95_off_s", ".2f"),
+                Row("  off / on", "ttft_off_over_on", ",.1f"),
             )),
 )
 SECTION_BY_KEY = {s.key: s for s in SECTIONS}
