@@ -32,8 +32,8 @@ _LAZY_NAMES = {
     "Burst": "workload", "Closed": "workload", "Poisson": "workload", "Workload": "workload",
     "SLO": "results", "RunResult": "results",
 }
-_SUBMODULES = ("article", "calibration", "ceiling", "checks", "experiments", "loadgen",
-               "metrics", "server", "servermodel", "simulate", "sizing")
+_SUBMODULES = ("article", "calibration", "ceiling", "checks", "cost", "experiments",
+               "loadgen", "metrics", "server", "servermodel", "simulate", "sizing")
 
 __all__ = [
     "ConfigError", "LabsError", "ModelError", "PortInUse", "ServerAlreadyRunning",

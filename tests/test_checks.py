@@ -110,3 +110,45 @@ def test_useful_queue() -> None:
     assert checks.useful_queue(3, **kw).ok is True
     assert checks.useful_queue(1, **kw).ok is False   # max wait / (e2e) ignores the N slots
     assert checks.useful_queue(4, **kw).ok is False   # rounded up: the last would wait too long
+
+
+def _sweep07():
+    import pandas as pd
+    return pd.DataFrame({"concurrency": [1, 8, 16, 32],
+                         "agg_tok_s": [44.0, 300.0, 425.0, 560.0],
+                         "per_user_tok_s": [44.0, 36.0, 26.7, 17.5],
+                         "ttft_s_p95": [0.05, 0.20, 0.41, 0.80]})
+
+
+def test_replicas_for_users_at_the_operating_point() -> None:
+    import numpy as np
+    kw = {"users": 500, "ttft_p95_limit_s": 0.45, "min_per_user_tok_s": 6.7}
+    assert checks.replicas_for_users(32, _sweep07(), **kw).ok is True       # 500 / 16, up
+    assert checks.replicas_for_users(np.int64(32), _sweep07(), **kw).ok is True
+    wrong = checks.replicas_for_users(16, _sweep07(), **kw)                 # the top level, 32
+    assert wrong.ok is False and "largest level" in wrong.message
+    assert checks.replicas_for_users(31, _sweep07(), **kw).ok is False      # rounded down
+    assert checks.replicas_for_users(31.25, _sweep07(), **kw).ok is False   # not whole
+    assert checks.replicas_for_users(..., _sweep07(), **kw).ok is None
+    # The stream speed decides when the TTFT limit is lax: 30 tok/s leaves 8 users a replica.
+    strict_reader = {**kw, "ttft_p95_limit_s": 5.0, "min_per_user_tok_s": 30.0}
+    assert checks.replicas_for_users(63, _sweep07(), **strict_reader).ok is True
+    # A level with no answer (None) meets nothing: here 16 users, so 8 a replica.
+    table = _sweep07().astype(object)
+    table.loc[table.concurrency == 16, "ttft_s_p95"] = None
+    assert checks.replicas_for_users(63, table, **kw).ok is True
+
+
+def test_break_even_utilisation() -> None:
+    kw = {"usd_per_hour": 0.50, "tok_s": 732.0, "api_usd_per_million": 0.50}
+    right = 0.50 / (3600 * 732) * 1e6 / 0.50                                 # ~0.38
+    assert checks.break_even_utilisation(right, **kw).ok is True
+    assert checks.break_even_utilisation(round(right, 3), **kw).ok is True
+    upside_down = checks.break_even_utilisation(1 / right, **kw)
+    assert upside_down.ok is False and "upside down" in upside_down.message
+    assert checks.break_even_utilisation(100 * right, **kw).ok is False      # a percentage
+    per_token = 0.50 / (3600 * 732) / 0.50                                   # no x 1e6
+    assert "units" in checks.break_even_utilisation(per_token, **kw).message
+    per_user = 0.50 / (3600 * 732 / 32) * 1e6 / 0.50                         # per-user tok/s
+    assert checks.break_even_utilisation(per_user, **kw).ok is False
+    assert checks.break_even_utilisation(..., **kw).ok is None
