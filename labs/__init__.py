@@ -33,7 +33,8 @@ _LAZY_NAMES = {
     "SLO": "results", "RunResult": "results",
 }
 _SUBMODULES = ("article", "calibration", "ceiling", "checks", "cost", "experiments",
-               "loadgen", "metrics", "server", "servermodel", "simulate", "sizing")
+               "loadgen", "metrics", "prefixcache", "server", "servermodel", "simulate",
+               "sizing")
 
 __all__ = [
     "ConfigError", "LabsError", "ModelError", "PortInUse", "ServerAlreadyRunning",
