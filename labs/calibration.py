@@ -202,7 +202,8 @@ def server_limits(conn: Connection) -> ServerLimits:
     if not max_len:
         raise ConfigError(f"{conn.base_url}/v1/models does not say max_model_len.")
     record = None if settings.base_url_override else running_server(settings)
-    flags = get_profile(record.profile).flags(settings.backend) if record else ()
+    flags = ((*get_profile(record.profile).flags(settings.backend), *record.extra_flags)
+             if record else ())
     gpu_name, gpu_mib = (gpus() or (("", None),))[0]
     return limits_from(pool, int(max_len), flags, settings.backend,
                        gpu_mib / 1024 if gpu_mib else None, gpu_name)

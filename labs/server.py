@@ -90,6 +90,16 @@ class ServerRecord:
     gateway_started: int | None = None
     owner_pid: int | None = None  # whose death stops it (None: stopped only by `labs stop`)
     watchdog_pid: int | None = None
+    # Engine flags beyond the profile's (notebook 05 derives one from a measurement).
+    extra_flags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extra_flags", tuple(self.extra_flags))  # a list in JSON
+
+    @property
+    def setup(self) -> str:
+        """The profile, and any extra flags: what `ensure_server` compares to reuse it."""
+        return " ".join((self.profile, *self.extra_flags))
 
     def engine_running(self) -> bool:
         return processes.is_running(self.pid, API_SERVER_MODULE, self.pid_started)
@@ -344,9 +354,11 @@ class VLLMServer:
     """
 
     def __init__(self, profile: str = DEFAULT_PROFILE, settings: Settings | None = None,
-                 *, detach: bool = False, owner_pid: int | None = None) -> None:
+                 *, detach: bool = False, owner_pid: int | None = None,
+                 extra_flags: tuple[str, ...] = ()) -> None:
         self.state = State.NEW
         self.profile = get_profile(profile)
+        self.extra_flags = tuple(extra_flags)
         self.settings = settings or Settings.from_env()
         if self.settings.base_url_override:
             raise ConfigError(
@@ -376,7 +388,8 @@ class VLLMServer:
             model_path = self._model_path()
             s.run_dir.mkdir(parents=True, exist_ok=True)
             log = log_path(s)
-            cmd = engine_command(self.profile, engine_settings, model_path)
+            cmd = engine_command(self.profile, engine_settings, model_path) + list(
+                self.extra_flags)
             self._proc = spawn_logged(cmd, log, engine_env(s))
             self.record = ServerRecord(
                 pid=self._proc.pid, pgid=self._proc.pid, profile=self.profile.name,
@@ -384,6 +397,7 @@ class VLLMServer:
                 model_path=model_path, log_path=str(log), started_at=time.time(),
                 engine_url=engine_settings.base_url if gateway_flags else None,
                 pid_started=processes.start_time(self._proc.pid), owner_pid=self.owner_pid,
+                extra_flags=self.extra_flags,
             )
             self._write_record()
             self.state = State.RUNNING
@@ -526,10 +540,12 @@ def start_lock(settings: Settings) -> Iterator[None]:
 
 
 def serve(profile: str = DEFAULT_PROFILE, settings: Settings | None = None,
-          timeout_s: float | None = None, owner_pid: int | None = None) -> ServerRecord:
+          timeout_s: float | None = None, owner_pid: int | None = None,
+          extra_flags: tuple[str, ...] = ()) -> ServerRecord:
     """Start a detached server and return its record once /health answers. With
     `owner_pid`, it is stopped when that process dies; without, only by `stop`."""
-    server = VLLMServer(profile, settings, detach=True, owner_pid=owner_pid).start(timeout_s)
+    server = VLLMServer(profile, settings, detach=True, owner_pid=owner_pid,
+                        extra_flags=extra_flags).start(timeout_s)
     assert server.record is not None
     return server.record
 
@@ -553,9 +569,11 @@ def default_owner() -> int:
 
 
 def ensure_server(profile: str = DEFAULT_PROFILE, settings: Settings | None = None,
-                  timeout_s: float | None = None) -> ServerRecord | None:
-    """The server a notebook needs: reuse the running one if it has `profile`, else
-    restart this port's server with `profile`.
+                  timeout_s: float | None = None, *,
+                  extra_flags: tuple[str, ...] = ()) -> ServerRecord | None:
+    """The server a notebook needs: reuse the running one if it has `profile` (and exactly
+    these `extra_flags`, engine flags beyond the profile's), else restart this port's server
+    with them.
 
     With LABS_BASE_URL set (a server somebody else runs, e.g. on a cluster) there is nothing
     to start or restart here: returns None, and the caller uses that server as it is.
@@ -571,11 +589,13 @@ def ensure_server(profile: str = DEFAULT_PROFILE, settings: Settings | None = No
               "are wherever it runs)", file=sys.stderr)
         return None
     with start_lock(settings):  # a second notebook starting now waits, then reuses
+        wanted = " ".join((profile, *extra_flags))
         record = running_server(settings)
-        if record and record.profile == profile and record.engine_running():
+        if record and record.setup == wanted and record.engine_running():
             return record
         if record:
-            print(f"stopping the {record.profile!r} server (pid {record.pid}) to start "
-                  f"{profile!r}", file=sys.stderr)
+            print(f"stopping the {record.setup!r} server (pid {record.pid}) to start "
+                  f"{wanted!r}", file=sys.stderr)
             stop(settings)
-        return serve(profile, settings, timeout_s, owner_pid=default_owner())
+        return serve(profile, settings, timeout_s, owner_pid=default_owner(),
+                     extra_flags=tuple(extra_flags))
