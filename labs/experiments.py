@@ -214,7 +214,7 @@ def plot_admission(table: pd.DataFrame, baseline_ttft_s: float, meta: dict[str, 
     from .plots import where
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
-    fig.suptitle("One overload, four setups", fontsize=12)
+    fig.suptitle("One overload, every setup", fontsize=12)
     labels = list(table.index)
     ax1.bar(labels, table["ttft_p95_s"], color="tab:red", alpha=0.8, label="p95")
     ax1.bar(labels, table["ttft_p50_s"], color="tab:orange", label="p50")
