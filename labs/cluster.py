@@ -8,9 +8,14 @@ article's apply_bounded.sh / revert_bounded.sh, for every profile, from one sour
                                                     the API key Secret, from $LABS_API_KEY
 
 Each profile is an overlay in infra/k8s/overlays (generated from labs/profiles.py). A switch
-deletes what only other overlays have (the gateway, the autoscaler), applies the overlay and
-waits for the rollout. Every step is safe to run again. The Secret goes to kubectl through
-stdin, so the key shows neither on the screen nor in `ps`.
+deletes what only other overlays have (the gateway; the router, the engines' StatefulSet and
+their autoscaler) and what this overlay replaces (the single engine's Deployment), applies the
+overlay and waits for the rollout. Every step is safe to run again. The Secret goes to kubectl
+through stdin, so the key shows neither on the screen nor in `ps`.
+
+With --apply it first refuses what the cluster could only fail on later: the placeholder
+gateway image (ImagePullBackOff) and the placeholder NodeBalancer firewall id (no public
+endpoint at all).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -27,7 +33,7 @@ from pathlib import Path
 
 from .errors import ClusterError
 from .infra import (DATA_PARALLEL, ENGINE_DEPLOYMENT, GATEWAY_DEPLOYMENT, INFRA, NAMESPACE,
-                    OVERLAY_NAMES, OVERLAYS)
+                    OVERLAY_NAMES, OVERLAYS, ROUTER)
 from .profiles import PROFILES
 
 API_KEY_SECRET, API_KEY_FIELD = "vllm-api-key", "api-key"
@@ -39,8 +45,24 @@ GATEWAY_ROLLOUT_TIMEOUT = "5m"
 # the overlays render to.
 GATEWAY_EXTRAS = (f"deployment/{GATEWAY_DEPLOYMENT}", f"service/{GATEWAY_DEPLOYMENT}",
                   "networkpolicy/allow-engine-from-gateway")
-DATA_PARALLEL_EXTRAS = (f"horizontalpodautoscaler/{ENGINE_DEPLOYMENT}",
-                        "networkpolicy/allow-engine-metrics")
+# Custom resources: deleted in a step of their own that may fail, since a cluster that never
+# installed KEDA (nothing but data-parallel needs it) does not know the kind at all.
+ROUTER_CUSTOM_EXTRAS = (f"scaledobject/{ENGINE_DEPLOYMENT}", f"podmonitor/{ROUTER}")
+DATA_PARALLEL_EXTRAS = (f"statefulset/{ENGINE_DEPLOYMENT}", f"deployment/{ROUTER}",
+                        f"service/{ROUTER}", f"serviceaccount/{ROUTER}", f"role/{ROUTER}",
+                        f"rolebinding/{ROUTER}", f"configmap/{ROUTER}-epp",
+                        f"configmap/{ROUTER}-envoy", "networkpolicy/allow-engine-from-router",
+                        "networkpolicy/allow-router-metrics", *ROUTER_CUSTOM_EXTRAS)
+# What an overlay renders without, and must not leave running: the base's single engine holds
+# the GPU the StatefulSet's first replica needs. (The shared model-cache claim stays, so a
+# switch back finds its weights.)
+DATA_PARALLEL_REPLACES = (f"deployment/{ENGINE_DEPLOYMENT}",)
+
+# Placeholders that must be replaced before an apply can work (infra/README.md says how).
+GATEWAY_IMAGE_FILE = INFRA / "k8s" / "components" / "gateway-image" / "kustomization.yaml"
+GATEWAY_IMAGE_PLACEHOLDER = "ghcr.io/your-org/"
+FIREWALL_FILE = INFRA / "k8s" / "base" / "services.yaml"
+FIREWALL_ANNOTATION = "service.beta.kubernetes.io/linode-loadbalancer-firewall-id"
 
 
 def extras(overlay: str) -> tuple[str, ...]:
@@ -50,6 +72,48 @@ def extras(overlay: str) -> tuple[str, ...]:
     return GATEWAY_EXTRAS if PROFILES[overlay].gateway("gpu") is not None else ()
 
 
+def replaces(overlay: str) -> tuple[str, ...]:
+    """The base's objects (kind/name) that `overlay` renders without and the switch deletes."""
+    return DATA_PARALLEL_REPLACES if overlay == DATA_PARALLEL else ()
+
+
+def engine_workload(overlay: str) -> str:
+    """The kind/name that runs the engines in `overlay`."""
+    kind = "statefulset" if overlay == DATA_PARALLEL else "deployment"
+    return f"{kind}/{ENGINE_DEPLOYMENT}"
+
+
+def uses_gateway_image(overlay: str) -> bool:
+    """Whether `overlay` runs the course gateway's image (read from its kustomization)."""
+    kustomization = (OVERLAYS / overlay / "kustomization.yaml").read_text()
+    return "components/gateway-image" in kustomization
+
+
+def placeholders(overlay: str) -> list[str]:
+    """What still stands in the way of applying `overlay`, one sentence each; empty when
+    nothing does. Read with plain text matching: the verb runs without the test tools."""
+    problems = []
+    if uses_gateway_image(overlay):
+        image = re.search(r"^\s*newName:\s*\"?([^\s\"#]+)", GATEWAY_IMAGE_FILE.read_text(), re.M)
+        if image is None or image[1].startswith(GATEWAY_IMAGE_PLACEHOLDER):
+            problems.append(
+                f"the gateway image is still the placeholder "
+                f"{image[1] if image else '(none)'!s}, which no cluster can pull "
+                "(ImagePullBackOff): build and push infra/docker/gateway.Dockerfile and put "
+                f"your registry in newName in {_path(GATEWAY_IMAGE_FILE)} (infra/README.md, "
+                "step 4).")
+    firewall = re.search(rf"^\s*{re.escape(FIREWALL_ANNOTATION)}:\s*\"?([^\s\"#]*)",
+                         FIREWALL_FILE.read_text(), re.M)
+    if firewall is None or not firewall[1].isdigit():
+        problems.append(
+            f"the llm-api Service has no Cloud Firewall id ({FIREWALL_ANNOTATION} is "
+            f"{firewall[1] if firewall else 'missing'!s}), and Linode creates no NodeBalancer "
+            "without a valid one: put the id of `terraform -chdir=infra/terraform/lke output "
+            f"-raw nodebalancer_firewall_id` in {_path(FIREWALL_FILE)} (infra/README.md, "
+            "step 1).")
+    return problems
+
+
 @dataclass(frozen=True)
 class Step:
     """One kubectl call: what runs, what is shown, and what goes to its stdin."""
@@ -57,6 +121,7 @@ class Step:
     argv: list[str]
     shown: str
     stdin: str | None = None
+    may_fail: bool = False  # a failure is reported and the next step runs
 
 
 def _shown(argv: list[str]) -> str:
@@ -84,8 +149,9 @@ def steps(overlay: str, *, context: str | None = None, with_secret: bool = False
     kn = [*k, "-n", NAMESPACE]
     out: list[Step] = []
 
-    def add(argv: list[str], stdin: str | None = None, shown: str | None = None) -> None:
-        out.append(Step(argv, shown or _shown(argv), stdin))
+    def add(argv: list[str], stdin: str | None = None, shown: str | None = None,
+            may_fail: bool = False) -> None:
+        out.append(Step(argv, shown or _shown(argv), stdin, may_fail))
 
     if with_secret:
         add([*k, "apply", "-f", _path(INFRA / "k8s" / "base" / "namespace.yaml")])
@@ -96,14 +162,18 @@ def steps(overlay: str, *, context: str | None = None, with_secret: bool = False
         add([*k, "apply", "-f", "-"], _secret_manifest(api_key or ""), shown)
     stale = [name for other in OVERLAY_NAMES for name in extras(other)
              if name not in extras(overlay)]
-    if stale:
-        add([*kn, "delete", *dict.fromkeys(stale), "--ignore-not-found"])
+    custom = [name for name in dict.fromkeys(stale) if name in ROUTER_CUSTOM_EXTRAS]
+    builtin = [name for name in dict.fromkeys([*stale, *replaces(overlay)]) if name not in custom]
+    if custom:
+        add([*kn, "delete", *custom, "--ignore-not-found"], may_fail=True)
+    if builtin:
+        add([*kn, "delete", *builtin, "--ignore-not-found"])
     add([*k, "apply", "-k", _path(OVERLAYS / overlay)])
-    add([*kn, "rollout", "status", f"deployment/{ENGINE_DEPLOYMENT}",
+    add([*kn, "rollout", "status", engine_workload(overlay),
          f"--timeout={ENGINE_ROLLOUT_TIMEOUT}"])
-    if f"deployment/{GATEWAY_DEPLOYMENT}" in extras(overlay):
-        add([*kn, "rollout", "status", f"deployment/{GATEWAY_DEPLOYMENT}",
-             f"--timeout={GATEWAY_ROLLOUT_TIMEOUT}"])
+    for extra in (f"deployment/{GATEWAY_DEPLOYMENT}", f"deployment/{ROUTER}"):
+        if extra in extras(overlay):
+            add([*kn, "rollout", "status", extra, f"--timeout={GATEWAY_ROLLOUT_TIMEOUT}"])
     return out
 
 
@@ -127,7 +197,9 @@ def apply(plan: list[Step], *, echo=print) -> None:
             done = subprocess.run([kubectl, *step.argv[1:]], input=step.stdin, text=True)
         except OSError as exc:
             raise ClusterError(f"could not run {kubectl}: {exc}.") from exc
-        if done.returncode != 0:
+        if done.returncode != 0 and step.may_fail:
+            echo(f"# (exit code {done.returncode}: nothing of that kind to delete; going on)")
+        elif done.returncode != 0:
             raise ClusterError(f"`{step.shown}` failed with exit code {done.returncode}; read "
                                "kubectl's message above, fix it and run again (every step is "
                                "safe to repeat).")
@@ -141,6 +213,10 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     plan = steps(args.profile, context=args.context, with_secret=args.with_secret,
                  api_key=api_key)
     if args.apply:
+        find_kubectl()
+        problems = placeholders(args.profile)
+        if problems:
+            raise ClusterError(f"not applying {args.profile!r}: " + " Also, ".join(problems))
         apply(plan)
         print(f"the cluster serves profile {args.profile!r}", file=sys.stderr)
     else:

@@ -5,7 +5,9 @@ dashboard stays readable and `python -m labs infra` can keep the committed JSON 
 Only current vLLM metric names are used (`kv_cache_usage_perc`, `inter_token_latency_seconds`;
 not the removed `gpu_cache_usage_perc` or `time_per_output_token_seconds`), with their wire
 suffixes (`_total` for counters, `_bucket` for histograms); tests/test_infra.py checks every
-name against the installed vLLM's metric definitions and the gateway's registry.
+name against the installed vLLM's metric definitions and the gateway's registry, the router's
+(`llm_d_epp_*`) against llm-d-router's metric definitions and the GPU's (`DCGM_*`) against the
+dcgm-exporter collectors the GPU Operator enables (both vendored in tests/fixtures).
 
 Queries keep one line per scrape target (`instance`), so data-parallel replicas show side by
 side; the datasource is a variable, so the same JSON loads in compose's Grafana and in
@@ -71,7 +73,7 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         Panel("Time queued in the engine", "s",
               _quantiles("vllm:request_queue_time_seconds", "queued")),
     )),
-    ("Gateway (profiles gateway, data-parallel)", (
+    ("Gateway (profile gateway)", (
         Panel("Gateway: in flight and queued", "short",
               (("gateway_in_flight", "in flight {{instance}}"),
                ("gateway_max_in_flight", "cap {{instance}}"),
@@ -92,6 +94,39 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 "upstream error: {{stage}}"),
                (f"sum by (stage) (rate(gateway_client_disconnects_total{RATE}))",
                 "client left: {{stage}}"))),
+    )),
+    ("Router (profile data-parallel: endpoint picker with flow control)", (
+        Panel("Router: queued, and engines' running requests", "short",
+              (("sum(llm_d_epp_flow_control_queue_size)", "queued in the router"),
+               ("sum(vllm:num_requests_running)", "running in the engines"),
+               ("count(vllm:num_requests_running)", "engines")),
+              "KEDA adds an engine when running + queued exceeds max-num-seqs per engine."),
+        Panel("Router: outcomes per second", "reqps",
+              ((f"sum by (outcome) (rate(llm_d_epp_flow_control_requests_total{RATE}))",
+                "{{outcome}}"),),
+              "Dispatched to an engine; RejectedCapacity (queue full) and EvictedTTL (waited "
+              "longer than the TTL) reach the client as 429, without Retry-After."),
+        Panel("Router: wait in the queue", "s",
+              _quantiles("llm_d_epp_flow_control_request_queue_duration_seconds", "wait")),
+        Panel("Router: pool saturation", "percentunit",
+              (("max(llm_d_epp_flow_control_pool_saturation)", "in flight / (engines x cap)"),),
+              "1.0: every engine runs max-num-seqs requests; new ones wait in the router."),
+    )),
+    ("GPU (DCGM, through the GPU Operator's dcgm-exporter)", (
+        Panel("GPU utilization", "percent",
+              (("DCGM_FI_DEV_GPU_UTIL", "{{Hostname}} gpu {{gpu}}"),),
+              "Share of time a kernel ran. Near 100 % says busy, not efficient: compare with "
+              "tokens per second above."),
+        Panel("GPU memory used", "decmbytes",
+              (("DCGM_FI_DEV_FB_USED", "used {{Hostname}} gpu {{gpu}}"),
+               ("DCGM_FI_DEV_FB_USED + DCGM_FI_DEV_FB_FREE", "total {{Hostname}} gpu {{gpu}}")),
+              "vLLM takes --gpu-memory-utilization (0.92) of it at start for weights and the "
+              "KV pool, so this stays flat under load; the KV panel shows the pool's use."),
+        Panel("GPU power", "watt",
+              (("DCGM_FI_DEV_POWER_USAGE", "{{Hostname}} gpu {{gpu}}"),)),
+        Panel("GPU temperature and SM clock", "short",
+              (("DCGM_FI_DEV_GPU_TEMP", "°C {{Hostname}} gpu {{gpu}}"),
+               ("DCGM_FI_DEV_SM_CLOCK", "SM MHz {{Hostname}} gpu {{gpu}}"))),
     )),
 )
 

