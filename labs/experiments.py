@@ -20,7 +20,7 @@ import pandas as pd
 from .client import Connection
 from .loadgen import run_sync, sweep
 from .results import SLO, RunResult, save_sweep, sweep_frame
-from .workload import Burst, Closed, Shape, Workload, in_batches
+from .workload import Burst, Closed, Poisson, Shape, Workload, in_batches
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,66 @@ def concurrency_sweep(conn: Connection, levels: Sequence[int], *, max_tokens: in
                  conn=conn, progress=progress)
     table = sweep_frame(runs)
     return Experiment(table, tuple(runs))
+
+
+def events_per_s(times_s: Sequence[float]) -> float | None:
+    """Events per second between the first and the last. Of send times: the rate that
+    arrived (a short Poisson run draws a little off its nominal rate). Of end times: the
+    rate the server served, without counting the time to the first answer (a run starts
+    empty) as time it could not keep up."""
+    ts = sorted(times_s)
+    return (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 1 and ts[-1] > ts[0] else None
+
+
+def _rate_row(rate: float, sends: Sequence[float], ends: Sequence[float]) -> dict[str, object]:
+    arrived, served = events_per_s(sends), events_per_s(ends)
+    return {"offered_rps": rate, "arrived_rps": arrived, "served_rps": served,
+            "served_over_arrived": served / arrived if served and arrived else None}
+
+
+def rate_sweep(conn: Connection, rates: Sequence[float], workload: Workload, *,
+               requests: int, slo: SLO, progress: bool = True) -> Experiment:
+    """Open-loop arrivals (Poisson) at each rate: users who do not wait for each other, as
+    in production. Per rate: the rate that arrived and the rate served, TTFT, TPOT and goodput
+    under `slo`. Where service falls behind arrivals, the backlog grows for as long as the
+    load lasts: that is the knee (`rate_knee`)."""
+    runs, rows = [], []
+    for i, rate in enumerate(rates):
+        run = run_sync(Poisson(rate, requests=requests, seed=i), workload, conn=conn,
+                       warmup=2 if i == 0 else 0, progress=progress, label=f"{rate:.2f} req/s")
+        s = run.summary(slo)
+        rows.append({**_rate_row(rate, [r.sent_s for r in run.records],
+                                 [r.end_s for r in run.records if r.ok]),
+                     "ttft_s_p50": s["ttft_s_p50"], "ttft_s_p95": s["ttft_s_p95"],
+                     "tpot_s_p95": s["tpot_s_p95"], "goodput_rps": s["goodput_rps"],
+                     "errors": s["requests"] - s["ok"]})
+        runs.append(run)
+    return Experiment(pd.DataFrame(rows), tuple(runs))
+
+
+def predicted_rate_sweep(cal, rates: Sequence[float], *, requests: int, prompt_tokens: int,
+                         max_tokens: int) -> pd.DataFrame:
+    """`rate_sweep`'s table, predicted by replaying the same arrivals (the same seeds)."""
+    from .simulate import replay
+
+    rows = []
+    for i, rate in enumerate(rates):
+        rep = replay(cal.steps, cal.limits, Poisson(rate, requests=requests, seed=i),
+                     prompt_tokens, max_tokens)
+        s = rep.summary()
+        rows.append({**_rate_row(rate, [r.arrival_s for r in rep.requests],
+                                 [r.end_s for r in rep.requests if r.end_s is not None]),
+                     "ttft_s_p50": s["ttft_s_p50"], "ttft_s_p95": s["ttft_s_p95"]})
+    return pd.DataFrame(rows)
+
+
+def rate_knee(table: pd.DataFrame, keep_up: float = 0.9) -> float | None:
+    """The lowest offered rate the server did not keep up with (served below `keep_up` of
+    what arrived); None if it kept up with every rate."""
+    for row in table.sort_values("offered_rps").itertuples():
+        if not row.served_over_arrived or row.served_over_arrived < keep_up:
+            return float(row.offered_rps)
+    return None
 
 
 def find_cliff(table: pd.DataFrame, min_gain: float = 0.15) -> int | None:

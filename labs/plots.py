@@ -81,3 +81,31 @@ def batching_sweep(table: pd.DataFrame, meta: Mapping[str, Any],
         ax.grid(alpha=0.3)
     fig.tight_layout(rect=(0, 0.03, 1, 0.95))
     return fig
+
+
+def arrivals_vs_service(measured: pd.DataFrame, predicted: pd.DataFrame,
+                        meta: Mapping[str, Any], knee_rps: float | None = None) -> Figure:
+    """Open-loop arrivals: the rate served against the rate that arrived, and the p95 TTFT,
+    measured and predicted. The knee is where the first line leaves the diagonal."""
+    fig, (ax1, ax2) = _figure("Arrivals against service (Poisson)", meta, ncols=2)
+    top = max(measured["arrived_rps"].max(), measured["served_rps"].max())
+    ax1.plot([0, top], [0, top], ":", color="gray", label="served = arrived")
+    ax1.plot(measured["arrived_rps"], measured["served_rps"], "o-", label="measured")
+    ax1.plot(predicted["arrived_rps"], predicted["served_rps"], "s--", alpha=0.7,
+             label="predicted")
+    ax1.set_xlabel("requests/s that arrived")
+    ax1.set_ylabel("requests/s served")
+    ax2.plot(measured["offered_rps"], measured["ttft_s_p95"], "o-", color="tab:red",
+             label="p95 TTFT, measured")
+    ax2.plot(predicted["offered_rps"], predicted["ttft_s_p95"], "s--", color="tab:red",
+             alpha=0.5, label="p95 TTFT, predicted")
+    ax2.set_xlabel("offered requests/s")
+    ax2.set_ylabel("TTFT (s)")
+    ax2.set_yscale("log")
+    if knee_rps is not None:
+        ax2.axvline(knee_rps, color="black", ls="--", label=f"knee: {knee_rps:.1f} req/s")
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
