@@ -34,7 +34,7 @@ from pathlib import Path
 
 from . import dashboard
 from .profiles import PROFILES, Profile
-from .server import API_SERVER_MODULE, engine_command, gateway_command
+from .commands import API_SERVER_MODULE, engine_command, gateway_command
 from .settings import DEFAULT_GPU_MODEL, Settings
 
 ROOT = Path(__file__).resolve().parent.parent

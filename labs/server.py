@@ -29,43 +29,36 @@ import contextlib
 import fcntl
 import json
 import os
-import re
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from pathlib import Path
 
-import httpx
-
 from . import embedded, processes
-from .errors import (
-    ConfigError,
-    PortInUse,
-    ServerAlreadyRunning,
-    ServerDied,
-    ServerStartTimeout,
-)
+from .commands import (API_SERVER_MODULE, SERVER_KEEP_ALIVE_S, engine_command, engine_env,
+                       gateway_command, gateway_env, served_model_name)
+from .errors import ConfigError, ServerAlreadyRunning
 from .processes import spawn_logged
-from .profiles import DEFAULT_PROFILE, Profile, get_profile
+from .profiles import DEFAULT_PROFILE, get_profile
 from .settings import Settings
+from .startup import (check_port_free, default_start_timeout, free_port, likely_cause, log_tail,
+                      wait_healthy)
 
-API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+# The names other modules, tests and notebooks reach through labs.server (some now live in
+# labs.commands and labs.startup, which it re-exports).
+__all__ = [
+    "API_SERVER_MODULE", "GATEWAY_MODULE", "OWNER_ENV", "SERVER_KEEP_ALIVE_S", "ServerRecord",
+    "State", "VLLMServer", "check_port_free", "default_owner", "default_start_timeout",
+    "engine_command", "engine_env", "ensure_server", "free_port", "gateway_command",
+    "gateway_env", "likely_cause", "log_path", "log_tail", "running_server", "serve",
+    "served_model_name", "spawn_logged", "start_lock", "stop", "stop_group", "wait_healthy",
+]
+
 GATEWAY_MODULE = "labs.gateway"
 OWNER_ENV = "LABS_OWNER_PID"  # the process that owns the servers ensure_server starts
-LOG_TAIL_LINES = 25
-# How long the servers the course starts (vLLM, the gateway) keep an idle connection open;
-# uvicorn's default is 5 s. Our clients never close one themselves, so only the server ever
-# does, after this long (nginx's default); labs.connections says why that matters.
-SERVER_KEEP_ALIVE_S = 75
-
-
-def default_start_timeout(backend: str) -> float:
-    """CPU: ~35 s eager, up to ~2 min compiled. GPU: a first run downloads ~15 GB."""
-    return 300.0 if backend == "cpu" else 1800.0
 
 
 @dataclass(frozen=True)
@@ -119,68 +112,6 @@ class ServerRecord:
 
 
 # --------------------------------------------------------------------------------------------
-# Building the command
-
-
-def _cpu_thread_env() -> dict[str, str]:
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if not cpus:
-        cpus = list(range(os.cpu_count() or 1))
-    bind = ",".join(str(c) for c in cpus)
-    # Bind vLLM's OpenMP threads to every core we have and reserve none for the API server:
-    # on a 2-core machine that is what reproduces the batching curve (DESIGN.md).
-    return {"VLLM_CPU_OMP_THREADS_BIND": bind, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
-
-
-def served_model_name(settings: Settings) -> str:
-    return embedded.MODEL_NAME if settings.backend == "cpu" else settings.gpu_model
-
-
-def engine_command(profile: Profile, settings: Settings, model_path: str) -> list[str]:
-    """The full vLLM command line: the article's base flags, then the profile's flags."""
-    base = [
-        sys.executable, "-m", API_SERVER_MODULE,
-        f"--model={model_path}",
-        f"--served-model-name={served_model_name(settings)}",
-        f"--download-dir={settings.models_dir / 'hub'}",
-        # --api-key is passed as VLLM_API_KEY in the environment, so it never shows in `ps`.
-        f"--host={settings.host}",
-        f"--port={settings.port}",
-    ]
-    return base + list(profile.flags(settings.backend))
-
-
-def gateway_command(profile: Profile, settings: Settings, upstream: str) -> list[str]:
-    """`python -m labs.gateway` on the public port, in front of the engine at `upstream`."""
-    flags = profile.gateway(settings.backend)
-    if flags is None:
-        raise ConfigError(f"profile {profile.name!r} has no gateway.")
-    return [sys.executable, "-m", "labs.gateway", f"--upstream={upstream}", *flags,
-            f"--host={settings.host}", f"--port={settings.port}"]
-
-
-def engine_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        VLLM_API_KEY=settings.api_key,
-        VLLM_NO_USAGE_STATS="1",
-        VLLM_HTTP_TIMEOUT_KEEP_ALIVE=str(SERVER_KEEP_ALIVE_S),
-        DO_NOT_TRACK="1",
-        PYTHONUNBUFFERED="1",
-    )
-    if settings.backend == "cpu":
-        env.update(_cpu_thread_env())
-        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    return env
-
-
-def gateway_env(settings: Settings) -> dict[str, str]:
-    """The gateway checks the course's key itself, before a request takes a queue place; it
-    gets the key in its environment, like vLLM, so it never shows in `ps`."""
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "LABS_GATEWAY_API_KEY": settings.api_key}
-
-
-# --------------------------------------------------------------------------------------------
 # The pid file
 
 
@@ -220,118 +151,6 @@ def running_server(settings: Settings | None = None) -> ServerRecord | None:
         _record_path(settings).unlink(missing_ok=True)
         return None
     return record if gateway or record.gateway_pid is None else replace(record, gateway_pid=None)
-
-
-def log_tail(path: Path | str, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = Path(path).read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-# What a start-up log says when it dies of something a learner can fix: (pattern, advice).
-# The log's last lines are shown anyway; this names the cause in words first.
-_KNOWN_CAUSES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern, re.IGNORECASE), advice) for pattern, advice in (
-        (r"CUDA out of memory|OutOfMemoryError|No available memory for the cache blocks"
-         r"|larger than the available KV cache memory",
-         "out of GPU memory: pick a smaller model (LABS_MODEL=Qwen/Qwen2.5-3B-Instruct), or "
-         "free the GPU (`nvidia-smi` shows who holds it)"),
-        (r"Cannot allocate memory|MemoryError|std::bad_alloc",
-         "out of RAM: the CPU server needs ~3 GiB free (model + a 2 GiB KV pool); close "
-         "other programs"),
-        (r"No CUDA GPUs are available|Found no NVIDIA driver|Failed to infer device type"
-         r"|CUDA driver version is insufficient",
-         "no usable GPU: check `nvidia-smi`, or run on the CPU with LABS_BACKEND=cpu"),
-        (r"Address already in use",
-         "the port is taken: stop what listens there, or set LABS_PORT to another port"),
-        (r"Repository Not Found|couldn't connect to 'https://huggingface.co'"
-         r"|LocalEntryNotFoundError|gated repo",
-         "the model could not be downloaded: check LABS_MODEL, your network, and HF_TOKEN "
-         "for gated models"),
-    ))
-
-
-def likely_cause(log_text: str) -> str | None:
-    """The first known cause of a failed start in `log_text`, in words, or None."""
-    for pattern, advice in _KNOWN_CAUSES:
-        if pattern.search(log_text):
-            return advice
-    return None
-
-
-# --------------------------------------------------------------------------------------------
-# Checks and waits
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the OS picks it), for tests and benchmarks."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Raise PortInUse when another program listens on host:port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            raise PortInUse(
-                f"port {port} on {host} is already in use by another program; stop it, or "
-                f"pick another port, e.g. `LABS_PORT={port + 1} python -m labs serve`."
-            ) from None
-
-
-def wait_healthy(
-    base_url: str,
-    timeout_s: float,
-    *,
-    alive: Callable[[], bool] = lambda: True,
-    log: Path | None = None,
-    progress: bool = True,
-    what: str = "vLLM",
-) -> float:
-    """Poll GET /health until 200; return the seconds it took.
-
-    Raises ServerDied (with the log tail) if `alive()` turns false, ServerStartTimeout after
-    `timeout_s`. A progress line is written to stderr so a learner sees it is working.
-    """
-    start = time.monotonic()
-    last_note = 0.0
-    interactive = sys.stderr.isatty()
-    with httpx.Client(timeout=2.0) as client:
-        while True:
-            elapsed = time.monotonic() - start
-            try:
-                if client.get(base_url + "/health").status_code == 200:
-                    if progress:
-                        print(f"\r{what} is ready at {base_url} after {elapsed:.0f} s" + " " * 10,
-                              file=sys.stderr)
-                    return elapsed
-            except httpx.HTTPError:
-                pass
-            if not alive():
-                cause = likely_cause(log_tail(log, 400)) if log else None
-                raise ServerDied(
-                    f"{what} exited during start-up after {elapsed:.0f} s"
-                    + (f"; likely cause: {cause}" if cause else "")
-                    + f". See {log} for the whole log.",
-                    log_tail(log) if log else "",
-                )
-            if elapsed > timeout_s:
-                raise ServerStartTimeout(
-                    f"{what} did not answer {base_url}/health within {timeout_s:.0f} s; it may "
-                    f"still be loading (look at {log}), or raise the timeout."
-                )
-            if progress and (interactive or elapsed - last_note >= 10):
-                end = "" if interactive else "\n"
-                print(f"\rwaiting for {what} at {base_url} ... {elapsed:3.0f} s (log: {log})",
-                      end=end, file=sys.stderr, flush=True)
-                last_note = elapsed
-            time.sleep(0.5)
 
 
 # --------------------------------------------------------------------------------------------

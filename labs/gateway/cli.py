@@ -9,7 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import ConfigError, PortInUse
-from ..server import SERVER_KEEP_ALIVE_S, check_port_free
+from ..commands import SERVER_KEEP_ALIVE_S
+from ..startup import check_port_free
 from .app import create_app
 from .config import API_KEY_ENV, DEFAULT_PORT, GatewayConfig
 

@@ -12,7 +12,7 @@ import httpx
 
 from .. import processes
 from ..errors import GatewayError, PortInUse
-from ..server import check_port_free, log_tail
+from ..startup import check_port_free, log_tail
 from .cli import port_taken
 from .config import API_KEY_ENV, GatewayConfig
 
