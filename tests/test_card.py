@@ -2,7 +2,7 @@
 unreadable files, two machines side by side, and the CLI's exit codes.
 
 tests/fixtures/results_cpu/ holds the findings notebooks 01-05 saved on the course's 2-core CI
-machine (2026-11-22) and notebook 06 saved on a 2-core AVX-512 EPYC (2026-12-01, so the card's
+machine (2026-11-22) and notebooks 06-07 saved on a 2-core AVX-512 EPYC (2026-12-01, so the card's
 date, its last save, is that one); the tests copy and alter them in tmp_path.
 """
 
@@ -90,6 +90,10 @@ def test_summary_holds_each_notebooks_numbers(cpu: Path) -> None:
     admission = s["sections"]["admission"]["values"]
     assert admission["gateway_shed"] == 19
     assert admission["gateway_goodput_rps"] == pytest.approx(0.719, abs=0.001)
+    capacity = s["sections"]["capacity"]["values"]
+    assert capacity["users_per_replica"] == 16 and capacity["replicas"] == 32
+    assert capacity["cold_start_s"] == pytest.approx(23.1, abs=0.1)
+    assert capacity["card_break_even"] == pytest.approx(0.379, abs=0.001)
     prefix = s["sections"]["prefix"]["values"]
     assert prefix["shared_blocks"] == 7 and prefix["running_on"] == 16 > prefix["running_off"]
     assert prefix["hit_rate"] == pytest.approx(0.826, abs=0.001)
@@ -141,7 +145,7 @@ def test_every_measured_section_embeds_one_png(cpu: Path) -> None:
     (cpu / "01_provision.json").unlink()
     page = card.render_html([card.summarize(cpu)])
     images = _pngs(page)
-    assert len(images) == 5  # 02-06; 01 has no data, so no plot
+    assert len(images) == 6  # 02-07; 01 has no data, so no plot
     assert all(img.startswith(PNG_MAGIC) and len(img) > 5000 for img in images)
     assert "<img" not in _section(page, "provision")
     assert not re.search(r'(src|href)="(?!data:)', page)  # self-contained: nothing to fetch
@@ -280,7 +284,7 @@ def test_cli_compare(cpu: Path, gpu: Path, tmp_path: Path, capsys: pytest.Captur
     assert capsys.readouterr().out.strip() == str(out_path)
     page = out_path.read_text()
     assert "NVIDIA L4 · 2026-12-01" in page
-    assert len(_pngs(page)) == 6  # 05 drawn for the one machine that has it
+    assert len(_pngs(page)) == 7  # 05 drawn for the one machine that has it
     both = json.loads(out_path.with_suffix(".json").read_text())
     assert [c["machine"]["hardware"] for c in both["cards"]] == [
         "Linux x86_64, 2 x AMD EPYC", "NVIDIA L4"]

@@ -1,4 +1,4 @@
-"""The results card: what notebooks 01-05 measured on one machine, on one page, beside the article.
+"""The results card: what notebooks 01-07 measured on one machine, on one page, beside the article.
 
     python -m labs card [--results DIR] [--out PATH]     this machine (default results/card.html)
     python -m labs card --compare A B [--out PATH]       two machines in adjacent columns

@@ -1,4 +1,4 @@
-"""The results card: what notebooks 01-05 measured on one machine, on one page, beside the article.
+"""The results card: what notebooks 01-07 measured on one machine, on one page, beside the article.
 
     python -m labs card [--results DIR] [--out PATH]     this machine (default results/card.html)
     python -m labs card --compare A B [--out PATH]       two machines in adjacent columns
@@ -39,7 +39,7 @@ def _cmd_card(args: argparse.Namespace) -> int:
 
 def add_cli(verbs: Any) -> None:
     """Register `card` on the `python -m labs` subparsers."""
-    p = verbs.add_parser("card", help="one HTML page of what notebooks 01-05 measured, beside "
+    p = verbs.add_parser("card", help="one HTML page of what notebooks 01-07 measured, beside "
                                       "the article (and a card.json)",
                          description=__doc__.splitlines()[0])
     which = p.add_mutually_exclusive_group()

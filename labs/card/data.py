@@ -1,6 +1,6 @@
 """Layer 1: a results folder -> a summary (a JSON-ready dict: values and series per section).
 
-`summarize` reads what notebooks 01-05 saved with `labs.experiments.save`; `load_summary` also
+`summarize` reads what notebooks 01-07 saved with `labs.experiments.save`; `load_summary` also
 reads a card.json made elsewhere, so a comparison never re-parses HTML. A notebook not run yet,
 a half-written file or a file from another schema version becomes a status and a message in the
 summary, never an exception; only "no results at all" is an error. No matplotlib here.
@@ -111,7 +111,7 @@ def summarize(results_dir: str | Path) -> Summary:
     if all(v["status"] == "missing" for v in sections.values()):
         names = ", ".join(f"{s.notebook}.json" for s in SECTIONS)
         raise ResultsError(f"no saved results in {results_dir} (looked for {names}): run "
-                           "notebooks 01-05 first, or pass --results DIR.")
+                           "notebooks 01-07 first, or pass --results DIR.")
     found = [v for v in sections.values() if has_data(v)]
     saved = sorted(v["saved_at"] for v in found if v["saved_at"])
     machine = {

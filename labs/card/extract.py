@@ -180,3 +180,25 @@ def _prefix(f: Mapping[str, Any], runs: Path) -> tuple[dict, dict]:
               "ttft_p95_s": [values["ttft_p95_on_s"], values["ttft_p95_off_s"]],
               "max_running": [values["running_on"], values["running_off"]]}
     return values, series
+
+
+def _capacity(f: Mapping[str, Any], runs: Path) -> tuple[dict, dict]:
+    plan = {row.get("setup"): row for row in _records(f, "plan")}
+    here = next((row for name, row in plan.items() if name == "this machine"), {})
+    card = next((row for name, row in plan.items() if name != "this machine"), {})
+    cold = f.get("cold_start") or {}
+    values = {
+        "cold_start_s": _num(cold.get("start_to_first_token_s")),
+        "users_per_replica": _num(here.get("users per replica")),
+        "users_predicted": _num(f.get("operating_point_predicted_users")),
+        "agg_tok_s": _num(here.get("aggregate tok/s")),
+        "usd_per_million": _num(here.get("USD per million output tokens")),
+        "replicas": _num(here.get("replicas for 500 users")),
+        "card_users": _num(card.get("users per replica")),
+        "card_usd_per_million": _num(card.get("USD per million output tokens")),
+        "card_break_even": _num(card.get("break-even utilisation")),
+    }
+    sweep = _records(f, "sweep")
+    series = {"concurrency": _column(sweep, "concurrency"),
+              "usd_per_million": _column(sweep, "usd_per_million")}
+    return values, series

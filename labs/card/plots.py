@@ -185,8 +185,29 @@ def _plot_prefix(drawn) -> Any:
     return fig
 
 
+def _plot_capacity(drawn) -> Any:
+    fig, axes = _figure(ncols=1)
+    ax = axes[0]
+    for i, label, sec in drawn:
+        s = sec["series"]
+        ax.plot(s.get("concurrency", []), _nan(s.get("usd_per_million", [])), "o-",
+                color=f"C{i}", label=label)
+        users = sec["values"].get("users_per_replica")
+        if users:
+            ax.axvline(users, color=f"C{i}", ls="--", alpha=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("concurrent users")
+    ax.set_ylabel("USD per million output tokens")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle("The cost of a token against users (dashed: the operating point)", fontsize=11)
+    return fig
+
+
 PLOTS: dict[str, Callable[[list], Any]] = {
     "provision": _plot_provision, "ceiling": _plot_ceiling, "batching": _plot_batching,
     "kv": _plot_kv, "admission": _plot_admission, "prefix": _plot_prefix,
+    "capacity": _plot_capacity,
 }
 

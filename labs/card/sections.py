@@ -1,6 +1,6 @@
 """The sections: what each notebook saved, which rows the card shows, and the article beside them.
 
-One `Section` per notebook 01-06, in page order. A `Row`'s key names a value its section's
+One `Section` per notebook 01-07, in page order. A `Row`'s key names a value its section's
 extractor (`labs.card.extract`) returns; its `article` is the figure from `labs.article` the card
 prints beside the measured one (None where the article published none).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import article
-from .extract import _admission, _batching, _ceiling, _kv, _prefix, _provision
+from .extract import _admission, _batching, _capacity, _ceiling, _kv, _prefix, _provision
 
 ArticleValue = float | tuple[float, float] | str | None
 
@@ -138,6 +138,20 @@ SECTIONS: tuple[Section, ...] = (
                 Row("p95 TTFT, cache on (s)", "ttft_p95_on_s", ".2f", "near zero"),
                 Row("p95 TTFT, cache off (s)", "ttft_p95_off_s", ".2f"),
                 Row("  off / on", "ttft_off_over_on", ",.1f"),
+            )),
+    Section("capacity", "07_capacity_and_cost", "07 · Capacity and cost",
+            "Plan with the tok/s at the operating point (every user within the SLO and at reading "
+            "speed), not the benchmark's best; a token costs price / (3,600 x tok/s).",
+            ("plan", "sweep"), _capacity, (
+                Row("cold start to the first token (s)", "cold_start_s", ",.1f", "30-90 (repo)"),
+                Row("users a replica, measured", "users_per_replica", ",.0f"),
+                Row("  predicted", "users_predicted", ",.0f"),
+                Row("tok/s at the operating point", "agg_tok_s", ",.0f"),
+                Row("USD per million output tokens (assumed price)", "usd_per_million", ",.3f"),
+                Row("replicas for 500 users", "replicas", ",.0f"),
+                Row("article's card, predicted: users a replica", "card_users", ",.0f"),
+                Row("  USD per million output tokens", "card_usd_per_million", ",.3f"),
+                Row("  break-even utilisation against the API", "card_break_even", ".0%"),
             )),
 )
 SECTION_BY_KEY = {s.key: s for s in SECTIONS}
