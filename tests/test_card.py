@@ -208,7 +208,7 @@ def test_no_results_is_an_error_that_says_what_to_do(tmp_path: Path) -> None:
         card.summarize(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "bench.json").write_text("{}")
-    with pytest.raises(ResultsError, match="no saved results in .*notebooks 01-05"):
+    with pytest.raises(ResultsError, match="no saved results in .*notebooks 01-07"):
         card.summarize(tmp_path / "empty")
 
 
