@@ -62,6 +62,19 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                (f"sum by (reason) (rate(vllm:admission_rejections_total{RATE}))",
                 "refused by vLLM: {{reason}}")),
               "vLLM refuses (503) only with --max-num-queued-reqs (profile engine-queue)."),
+        # The two prefix-cache panels take their queries from vLLM's own KV-cache dashboard
+        # (github.com/vllm-project/vllm, examples/observability/dashboards/grafana/
+        # vllm_kv_cache.json: "Prefix cache hit rate", "Cached prompt tokens"), without its
+        # template variables: the course's Prometheus scrapes one model.
+        Panel("Prefix cache hit rate", "percentunit",
+              ((f"sum(rate(vllm:prefix_cache_hits_total{RATE})) / "
+                f"(sum(rate(vllm:prefix_cache_queries_total{RATE})) > 0)", "hit rate"),),
+              "Share of looked-up prompt tokens found in the prefix cache (notebook 06): "
+              "only full blocks of a shared prefix can hit."),
+        Panel("Prompt tokens that skipped prefill", "percentunit",
+              ((f"sum(rate(vllm:prompt_tokens_cached_total{RATE})) / "
+                f"(sum(rate(vllm:prompt_tokens_total{RATE})) > 0)", "cached"),),
+              "Prompt tokens whose KV was already cached, out of all prompt tokens."),
     )),
     ("Latency", (
         Panel("Time to first token", "s",
