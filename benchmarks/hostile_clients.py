@@ -164,28 +164,19 @@ def leaves_mid_stream(url: str, key: str, model: str) -> Case:
                 status == 200 and freed)
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
-
-
 def aftermath(url: str, key: str, model: str) -> dict[str, Any]:
     """Is the gateway still well, and did it lose any request it admitted?"""
     ready = httpx.get(url + "/readyz", timeout=10).status_code
     after = httpx.post(url + "/v1/chat/completions", json=_chat(model), timeout=120,
                        headers={"Authorization": f"Bearer {key}"}).status_code
     _until_empty(url, 30)
-    text = httpx.get(url + "/metrics", timeout=10).text
-    admitted = _metric(text, "gateway_admitted_total")
-    completed = _metric(text, "gateway_completed_total")
-    disconnected = _metric(text, "gateway_client_disconnects_total", stage="streaming") + \
-        _metric(text, "gateway_client_disconnects_total", stage="stalled")
+    from labs.metrics import Snapshot
+
+    snap = Snapshot.parse(httpx.get(url + "/metrics", timeout=10).text)
+    admitted = snap.value("gateway_admitted_total") or 0.0
+    completed = snap.value("gateway_completed_total") or 0.0
+    disconnected = sum(snap.value("gateway_client_disconnects_total", stage=stage) or 0.0
+                       for stage in ("streaming", "stalled"))
     state = _gateway_state(url)
     return {"readyz": ready, "a normal request after": after, "admitted": admitted,
             "completed": completed, "client left": disconnected,

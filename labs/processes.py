@@ -179,8 +179,7 @@ def watch(owner_pid: int, owner_started: int, record: Path, pgid: int,
         data = _read_json(record)
         if data is None or data.get("pgid") != pgid:
             return "the server's record is gone or names another server: nothing to do"
-        if start_time(owner_pid) != owner_started or not is_running(owner_pid, "",
-                                                                    owner_started):
+        if not is_running(owner_pid, "", owner_started):  # gone, a zombie, or a new pid
             break
         time.sleep(interval_s)
     # The gateway first, so no new request reaches a dying engine; each only if it is still

@@ -92,7 +92,7 @@ class ServerRecord:
     @property
     def setup(self) -> str:
         """The profile, and any extra flags: what `ensure_server` compares to reuse it."""
-        return " ".join((self.profile, *self.extra_flags))
+        return setup_name(self.profile, self.extra_flags)
 
     def engine_running(self) -> bool:
         return processes.is_running(self.pid, API_SERVER_MODULE, self.pid_started)
@@ -109,6 +109,11 @@ class ServerRecord:
     def metrics_url(self) -> str:
         """Where the *engine's* /metrics is (behind a gateway, not the public URL)."""
         return self.engine_url or self.base_url
+
+
+def setup_name(profile: str, extra_flags: tuple[str, ...] = ()) -> str:
+    """A server's profile and any engine flags beyond it, as one name (`ServerRecord.setup`)."""
+    return " ".join((profile, *extra_flags))
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,7 +413,7 @@ def ensure_server(profile: str = DEFAULT_PROFILE, settings: Settings | None = No
               "are wherever it runs)", file=sys.stderr)
         return None
     with start_lock(settings):  # a second notebook starting now waits, then reuses
-        wanted = " ".join((profile, *extra_flags))
+        wanted = setup_name(profile, extra_flags)
         record = running_server(settings)
         if record and record.setup == wanted and record.engine_running():
             return record

@@ -62,8 +62,28 @@ class Gateway:
         return out
 
     async def reject(self, send: Send, rejected: Rejected) -> None:
+        """Answer a request refused for its input (4xx), and count it."""
         self.metrics.rejected.labels(reason=rejected.reason).inc()
         await answers.send_json(send, *rejected.answer())
+
+    async def shed(self, send: Send, reason: str) -> None:
+        """Answer a request refused for load (503 + Retry-After), and count it."""
+        self.metrics.shed.labels(reason=reason).inc()
+        await answers.send_json(send, *answers.shed(self.config, reason))
+
+    async def body(self, headers: Mapping[str, str], receive: Receive, send: Send, *,
+                   keyed: bool) -> bytes | None:
+        """The request body once the key (if `keyed`) and the body limits pass; None when
+        the request was refused (answered here) or its client left before sending it all."""
+        try:
+            if keyed:
+                intake.check_key(self.config, headers)
+            return await intake.read_body(self.config, headers, receive)
+        except Rejected as rejected:
+            await self.reject(send, rejected)
+        except ConnectionError:
+            pass  # gone before its request was even complete: nothing to answer
+        return None
 
     async def upstream_ready(self) -> str | None:
         """None when the engine's /health says 200 within READY_TIMEOUT_S, else why not."""
@@ -93,20 +113,18 @@ class _AdmittedRoute:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = self.gateway
         headers = Request(scope).headers
+        raw = await gw.body(headers, receive, send, keyed=True)
+        if raw is None:
+            return
         try:
-            intake.check_key(gw.config, headers)
-            raw = await intake.read_body(gw.config, headers, receive)
             body = intake.parse(self.path, raw)
         except Rejected as rejected:
             await gw.reject(send, rejected)
             return
-        except ConnectionError:
-            return  # gone before its request was even complete: nothing to answer
         # Before counting tokens: a full queue must answer in microseconds, not after a
         # tokenizer round trip.
         if gw.admission.full():
-            gw.metrics.shed.labels(reason="queue_full").inc()
-            await answers.send_json(send, *answers.shed(gw.config, "queue_full"))
+            await gw.shed(send, "queue_full")
             return
         upstream_headers = gw.upstream_headers(headers)
         budget = gw.config.max_prompt_tokens
@@ -135,14 +153,8 @@ class _PassthroughRoute:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = self.gateway
         request = Request(scope)
-        try:
-            if self.keyed:
-                intake.check_key(gw.config, request.headers)
-            raw = await intake.read_body(gw.config, request.headers, receive)
-        except Rejected as rejected:
-            await gw.reject(send, rejected)
-            return
-        except ConnectionError:
+        raw = await gw.body(request.headers, receive, send, keyed=self.keyed)
+        if raw is None:
             return
         headers = gw.upstream_headers(request.headers)
         if request.method == "GET":

@@ -83,8 +83,8 @@ class Exchange:
             return True
         except Shed as shed:
             outcome = "timeout" if shed.reason == "queue_timeout" else None
-            gw.metrics.shed.labels(reason=shed.reason).inc()
-            await self._answer(*answers.shed(gw.config, shed.reason))
+            await gw.shed(self._send, shed.reason)
+            self.response_complete = True
             return False
         finally:
             if outcome is not None:
