@@ -355,6 +355,14 @@ async def _discover_model(client: httpx.AsyncClient, base_url: str,
                                f"({exc}); pass model=... or conn=labs.connect().") from None
 
 
+def tokenize_payload(api: str, model: str, text: str) -> dict[str, Any]:
+    """The body of vLLM's `POST /tokenize` for a prompt as the load generator sends it: the
+    chat form (template included in the count) or a plain completions prompt."""
+    if api == "chat":
+        return {"model": model, "messages": chat_messages(text)}
+    return {"model": model, "prompt": text}
+
+
 def server_token_counter(client: httpx.AsyncClient, base_url: str, model: str,
                          headers: Mapping[str, str]) -> TokenCounter:
     """Count with the server's tokenizer (`POST /tokenize`, served at the root by vLLM).
@@ -363,13 +371,8 @@ def server_token_counter(client: httpx.AsyncClient, base_url: str, model: str,
     """
 
     async def count(api: str, text: str) -> int:
-        payload: dict[str, Any] = {"model": model}
-        if api == "chat":
-            payload["messages"] = chat_messages(text)
-        else:
-            payload["prompt"] = text
-        resp = await client.post(base_url + "/tokenize", json=payload, headers=headers,
-                                 timeout=30.0)
+        resp = await client.post(base_url + "/tokenize", json=tokenize_payload(api, model, text),
+                                 headers=headers, timeout=30.0)
         resp.raise_for_status()
         return int(resp.json()["count"])
 
@@ -563,7 +566,7 @@ async def sweep_async(shapes: Sequence[Shape], workload: Workload | None = None,
         await session.close()
 
 
-def _run_blocking(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+def run_blocking(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
     """Run a coroutine to the end from sync code, also where a loop already runs (Jupyter):
     there, in a fresh thread with its own loop, since a running loop cannot be re-entered."""
     try:
@@ -580,13 +583,13 @@ def run_sync(shape: Shape, workload: Workload | None = None, **kwargs: Any) -> R
     Do not pass a `client` that was already used on another event loop (httpx ties its
     connections to the loop); leave `client` out and one is made for this run.
     """
-    return _run_blocking(lambda: run(shape, workload, **kwargs))
+    return run_blocking(lambda: run(shape, workload, **kwargs))
 
 
 def sweep(shapes: Sequence[Shape], workload: Workload | None = None,
           **kwargs: Any) -> list[RunResult]:
     """`sweep_async()` for scripts and notebooks; then `labs.results.sweep_frame(runs)`."""
-    return _run_blocking(lambda: sweep_async(shapes, workload, **kwargs))
+    return run_blocking(lambda: sweep_async(shapes, workload, **kwargs))
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,22 +12,19 @@ a pool at once, prefill tokens computed, and the hit rate vLLM's counters will s
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import math
 from dataclasses import asdict, dataclass
 
 import httpx
-import numpy as np
 import pandas as pd
 
 from . import loadgen
 from .client import Connection
-from .loadgen import server_token_counter
+from .loadgen import run_blocking, server_token_counter, tokenize_payload
 from .metrics import MetricsSampler, scrape
 from .results import RunResult
 from .servermodel import ServerLimits, StepCost
-from .workload import Burst, Closed, PromptFactory, Workload, chat_messages
+from .workload import Burst, Closed, PromptFactory, Workload
 
 HITS = "vllm:prefix_cache_hits_total"
 QUERIES = "vllm:prefix_cache_queries_total"
@@ -149,14 +146,15 @@ class BurstRun:
     def signals(self, usable_blocks: int) -> dict[str, float]:
         """What 06 compares between the cache on and off, from the engine's own numbers."""
         ttft = sorted(r.ttft_s for r in self.run.records if r.ok and r.ttft_s is not None)
+        summary = self.run.summary()
         peak = float(self.engine["kv_cache_usage"].max())
         return {"max running": int(self.engine["running"].max()),
                 "peak KV blocks": round(peak * usable_blocks),
                 "peak KV usage": peak,
                 "prefill tokens computed": self.prompt_tokens - self.hits,
                 "hit rate": self.hits / self.queries if self.queries else 0.0,
-                "TTFT p50 (s)": float(np.median(ttft)), "TTFT p95 (s)": float(
-                    np.percentile(ttft, 95)), "first TTFT (s)": ttft[0], "last TTFT (s)": ttft[-1]}
+                "TTFT p50 (s)": summary["ttft_s_p50"], "TTFT p95 (s)": summary["ttft_s_p95"],
+                "first TTFT (s)": ttft[0], "last TTFT (s)": ttft[-1]}
 
 
 def measure_burst(conn: Connection, users: int, workload: Workload, label: str) -> BurstRun:
@@ -187,18 +185,12 @@ def _sample_prompts(conn: Connection, workload: Workload, n: int) -> list[str]:
             stream = factory.prompts()
             return [stream.next() for _ in range(n)]
 
-    # In a thread with its own event loop: Jupyter's loop is already running.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, build()).result()
+    return run_blocking(build)
 
 
 def _token_ids(conn: Connection, workload: Workload, prompt: str) -> list[int]:
-    payload: dict[str, object] = {"model": conn.model}
-    if workload.api == "chat":
-        payload["messages"] = chat_messages(prompt)
-    else:
-        payload["prompt"] = prompt
     with conn.http() as http:
-        resp = http.post(conn.base_url + "/tokenize", json=payload)
+        resp = http.post(conn.base_url + "/tokenize",
+                         json=tokenize_payload(workload.api, conn.model, prompt))
         resp.raise_for_status()
         return list(resp.json()["tokens"])
