@@ -129,27 +129,34 @@ def _plot_kv(drawn) -> Any:
     return fig
 
 
-def _plot_admission(drawn) -> Any:
+def _bars_by_setup(ax, drawn, setups: list[str], key: str, ylabel: str,
+                   ticks: list[str] | None = None) -> None:
+    """One group of bars per setup (a section's `series["setup"]`), one bar per machine."""
     import numpy as np
 
-    fig, axes = _figure(ncols=3)
-    setups = list(dict.fromkeys(x for _, _, sec in drawn for x in sec["series"].get("setup", [])))
     width = 0.8 / max(len(drawn), 1)
     x = np.arange(len(setups))
+    for n, (i, label, sec) in enumerate(drawn):
+        s = sec["series"]
+        by_setup = dict(zip(s.get("setup", []), s.get(key, []), strict=False))
+        ax.bar(x - 0.4 + width * (n + 0.5), _nan([by_setup.get(k) for k in setups]), width,
+               color=f"C{i}", label=label)
+    ax.set_xticks(x, ticks or setups, fontsize=7 if ticks else None)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def _plot_admission(drawn) -> Any:
+    fig, axes = _figure(ncols=3)
+    setups = list(dict.fromkeys(x for _, _, sec in drawn for x in sec["series"].get("setup", [])))
     panels = (("ttft_p95_s", "p95 TTFT of served requests (s)"),
               ("shed", "shed with 503 (requests)"),
               ("goodput_rps", "goodput under the SLO (req/s)"))
     for ax, (key, ylabel) in zip(axes, panels, strict=True):
-        for n, (i, label, sec) in enumerate(drawn):
-            s = sec["series"]
-            by_setup = dict(zip(s.get("setup", []), s.get(key, []), strict=False))
-            ax.bar(x - 0.4 + width * (n + 0.5), _nan([by_setup.get(k) for k in setups]), width,
-                   color=f"C{i}", label=label)
-            if key == "ttft_p95_s" and sec["values"].get("baseline_ttft_s"):
-                ax.axhline(sec["values"]["baseline_ttft_s"], color=f"C{i}", ls="--", alpha=0.6)
-        ax.set_xticks(x, [_short(s, 12) for s in setups], fontsize=7)
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3, axis="y")
+        _bars_by_setup(ax, drawn, setups, key, ylabel, ticks=[_short(s, 12) for s in setups])
+    for i, _, sec in drawn:
+        if sec["values"].get("baseline_ttft_s"):
+            axes[0].axhline(sec["values"]["baseline_ttft_s"], color=f"C{i}", ls="--", alpha=0.6)
     from matplotlib.ticker import MaxNLocator
 
     axes[0].set_yscale("log")
@@ -159,27 +166,15 @@ def _plot_admission(drawn) -> Any:
         axes[0].set_ylim(bottom=min(baselines) / 2)
     axes[1].yaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1].legend(fontsize=7, loc="upper left")
-    fig.suptitle("One overload, four setups (dashed: the unloaded baseline)", fontsize=11)
+    fig.suptitle("One overload, every setup (dashed: the unloaded baseline)", fontsize=11)
     return fig
 
 
 def _plot_prefix(drawn) -> Any:
-    import numpy as np
-
     fig, axes = _figure(ncols=2)
-    setups = ["cache on", "cache off"]
-    width = 0.8 / max(len(drawn), 1)
-    x = np.arange(len(setups))
     for ax, (key, ylabel) in zip(axes, (("ttft_p95_s", "p95 TTFT (s)"),
                                         ("max_running", "most running at once")), strict=True):
-        for n, (i, label, sec) in enumerate(drawn):
-            by_setup = dict(zip(sec["series"].get("setup", []), sec["series"].get(key, []),
-                                strict=False))
-            ax.bar(x - 0.4 + width * (n + 0.5), _nan([by_setup.get(k) for k in setups]), width,
-                   color=f"C{i}", label=label)
-        ax.set_xticks(x, setups)
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3, axis="y")
+        _bars_by_setup(ax, drawn, ["cache on", "cache off"], key, ylabel)
     axes[0].legend(fontsize=7)
     fig.suptitle("16 users sharing one system prompt, the same pool, one flag apart", fontsize=11)
     return fig
