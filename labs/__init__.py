@@ -33,7 +33,7 @@ _LAZY_NAMES = {
     "SLO": "results", "RunResult": "results",
 }
 _SUBMODULES = ("article", "calibration", "ceiling", "checks", "cost", "experiments",
-               "loadgen", "metrics", "prefixcache", "server", "servermodel", "simulate",
+               "lessons", "loadgen", "metrics", "prefixcache", "server", "servermodel", "simulate",
                "sizing")
 
 __all__ = [
