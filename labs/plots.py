@@ -109,3 +109,43 @@ def arrivals_vs_service(measured: pd.DataFrame, predicted: pd.DataFrame,
         ax.grid(alpha=0.3)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
+
+
+def step_split(splits: Sequence[Any], meta: Mapping[str, Any]) -> Figure:
+    """One decode step split into its causes (`labs.stepsplit.StepSplit`s), stacked: left,
+    the whole step; right, the same divided by the batch (the cost of one token). Parts the
+    batch shares are blue, parts that grow with it warm; datasheet bars are hatched and
+    labelled "predicted"."""
+    from .stepsplit import CAUSES
+
+    colors = {"weight_read_s": "tab:blue", "other_fixed_s": "lightsteelblue",
+              "per_seq_s": "tab:orange", "kv_read_s": "tab:red", "compute_s": "tab:purple"}
+    fig, (ax1, ax2) = _figure("One decode step, split into its causes", meta, ncols=2)
+    names = [s.label.replace(", ", "\n").replace(" (", "\n(")
+             + f"\n[{'predicted' if s.kind == 'predicted' else 'calibrated'}]" for s in splits]
+    x = range(len(splits))
+    for ax, per_token in ((ax1, False), (ax2, True)):
+        bottom = [0.0] * len(splits)
+        for field, name, shared in CAUSES:
+            values = [getattr(s, field) * 1e3 / (s.batch if per_token else 1) for s in splits]
+            if not any(values):
+                continue
+            bars = ax.bar(x, values, bottom=bottom, color=colors[field],
+                          label=f"{name} ({'shared by the batch' if shared else 'grows with it'})")
+            for bar, s in zip(bars, splits):
+                if s.kind == "predicted":
+                    bar.set_hatch("//")
+            bottom = [b + v for b, v in zip(bottom, values)]
+        for i, top in enumerate(bottom):
+            ax.annotate(f"{top:.1f}" if top < 10 else f"{top:.0f}", (i, top), ha="center",
+                        va="bottom", fontsize=8)
+        ax.set_xticks(list(x), names, fontsize=8)
+        ax.set_ylabel("ms per token (step / batch)" if per_token else "ms per step")
+        ax.set_ylim(0, max(bottom) * 1.1)
+        ax.grid(alpha=0.3, axis="y")
+    fig.set_size_inches(13, 5.5)
+    handles, labels = ax1.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8,
+               bbox_to_anchor=(0.5, 0.035))
+    fig.tight_layout(rect=(0, 0.12, 1, 0.95))
+    return fig
