@@ -186,13 +186,18 @@ def split(steps: Any, *, batch: int, context_tokens: float, label: str,
 
 
 def course_splits(steps: Any, *, step_bytes: float, bandwidth_gbs: float,
-                  operating_batch: int, context_tokens: float, card_steps: Any,
+                  operating_batch: int | None, context_tokens: float, card_steps: Any,
                   card_context_tokens: float, card_name: str = "RTX 4000 Ada",
                   card_batches: Sequence[int] = (1, 32), operating_why: str = "predicted knee",
                   max_num_seqs: int | None = None) -> list[StepSplit]:
     """The four bars of notebooks 02 and 03: this server at batch 1 and at its operating
     point (`operating_batch` users, at most `max_num_seqs` of them in one step; `operating_why`
-    says which point that is), then the datasheet card at each of `card_batches`."""
+    says which point that is; None: `max_num_seqs`, where a batch stops growing), then the
+    datasheet card at each of `card_batches`."""
+    if operating_batch is None:
+        if not max_num_seqs:
+            raise ConfigError("no operating point: give operating_batch or max_num_seqs.")
+        operating_batch, operating_why = max_num_seqs, "max_num_seqs: no knee predicted"
     batch = max(1, int(operating_batch))
     if max_num_seqs:
         batch = min(batch, int(max_num_seqs))
@@ -223,11 +228,12 @@ def shared_cause_sentence(here: StepSplit, card: StepSplit) -> str:
     both numbers (give both splits at batch 1: there the shared part is all of the step
     that batching can divide)."""
     opening = "Batching shares what a step costs whatever its batch: "
+    notes = "".join(f" Note: {s.note}." for s in (here, card) if s.note)
     if here.shared_cause == card.shared_cause:
         return (f"{opening}here and on the {_card(card)} alike it is mostly the "
-                f"{here.shared_cause} ({_numbers(here)}; {_numbers(card)}).")
+                f"{here.shared_cause} ({_numbers(here)}; {_numbers(card)}).{notes}")
     return (f"{opening}here it is mostly the {here.shared_cause} ({_numbers(here)}); "
-            f"on the {_card(card)} it is the {card.shared_cause} ({_numbers(card)}).")
+            f"on the {_card(card)} it is the {card.shared_cause} ({_numbers(card)}).{notes}")
 
 
 def _numbers(s: StepSplit) -> str:

@@ -93,6 +93,14 @@ def test_course_splits_and_their_table():
     parts = [f"{name} (ms)" for _, name, _ in stepsplit.CAUSES]
     assert list(t[parts].sum(axis=1)) == pytest.approx(list(t["step (ms)"]))
     assert t["shared by the batch (%)"].iloc[0] == pytest.approx(100 * 0.047 / CPU.step_s(1, 64, 0))
+    none = stepsplit.course_splits(CPU, step_bytes=CPU_BYTES, bandwidth_gbs=CPU_GBS,
+                                   operating_batch=None, context_tokens=64, card_steps=CARD,
+                                   card_context_tokens=192, max_num_seqs=128)
+    assert none[1].batch == 128 and "no knee predicted" in none[1].label
+    with pytest.raises(ConfigError):
+        stepsplit.course_splits(CPU, step_bytes=CPU_BYTES, bandwidth_gbs=CPU_GBS,
+                                operating_batch=None, context_tokens=64, card_steps=CARD,
+                                card_context_tokens=192)
     one = splits[0].table()
     assert one.loc["step", "ms"] == pytest.approx(splits[0].total_s * 1e3)
     assert one.loc["weight read", "shared by the batch"]
@@ -109,6 +117,9 @@ def test_sentence_names_both_causes_with_their_numbers():
     same = stepsplit.shared_cause_sentence(card, card)
     assert "alike it is mostly the weight read" in same
     assert "a step of" in here.describe() and "calibrated" in here.describe()
+    slow = stepsplit.from_calibration(CPU, step_bytes=CPU_BYTES, bandwidth_gbs=5.0, batch=1,
+                                      context_tokens=64, label="here, batch 1")
+    assert "Note: the weight read at 5.0 GB/s" in stepsplit.shared_cause_sentence(slow, card)
 
 
 def test_kv_share_of_the_two_models():
