@@ -10,6 +10,7 @@ from labs.lessons import LessonNotHeld, decode
 
 @pytest.mark.parametrize("measured, ceiling", [
     (26.0, 65.0),   # the AVX2 CPU: ~40 % of the ceiling
+    (20.0, 65.0),   # the slowest AVX2 EPYC: 20 tok/s alone
     (45.0, 130.0),  # the AVX-512 CPU
     (28.0, 27.0),  # a GPU close to its ceiling, inside the bandwidth's error
 ])

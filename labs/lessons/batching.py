@@ -58,8 +58,8 @@ def gain_within_prediction(measured: pd.DataFrame, predicted: pd.DataFrame, *,
     gain = m.at[top, "agg_tok_s"] / m.at[1, "agg_tok_s"]
     predicted_gain = p.at[top, "agg_tok_s"] / p.at[1, "agg_tok_s"]
     numbers: dict[str, Any] = {
-        "top_users": int(top), "agg_tok_s_1": float(m.at[1, "agg_tok_s"]),
-        "agg_tok_s_top": float(m.at[top, "agg_tok_s"]), "gain": float(gain),
+        "top_users": int(top), "agg_tok_s_1": round(float(m.at[1, "agg_tok_s"])),
+        "agg_tok_s_top": round(float(m.at[top, "agg_tok_s"])), "gain": float(gain),
         "predicted_gain": float(predicted_gain),
         "gain_over_predicted": float(gain / predicted_gain), "min_gain": min_gain,
         "band": f"{band[0]:g}-{band[1]:g}x of predicted"}
@@ -126,7 +126,7 @@ def flat_past_cliff(table: pd.DataFrame, cliff: int | None, *,
     ratios = past["agg_tok_s"] / at_cliff
     top = past.index.max()
     numbers.update({
-        "agg_tok_s_at_cliff": float(at_cliff),
+        "agg_tok_s_at_cliff": round(float(at_cliff)),
         "past_cliff_over_cliff": ", ".join(f"{r:.2f}" for r in ratios),
         "band": f"{band[0]:g}-{band[1]:g}x",
         "ttft_s_p95_at_cliff": float(levels.at[cliff, "ttft_s_p95"]),
