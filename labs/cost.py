@@ -7,7 +7,11 @@ how long users wait. Everything a capacity plan needs follows from three steps:
 1. the **operating point**: the most users one replica takes while every user still gets the
    service promised (a p95 TTFT limit and a per-user stream at least as fast as people read).
    Past it the tokens are cheaper, but the users they were made for are not served;
-2. **replicas** for N concurrent users: N / users per replica, in whole replicas;
+2. **replicas** for N users: the requests they keep in flight / users per replica, in whole
+   replicas. "N users" are not N requests in flight: a chat user reads an answer and types the
+   next question, so by Little's law (requests in flight L = arrival rate x time in system W)
+   N users who think Z seconds between requests keep N x W / (W + Z) in flight; N only when
+   Z = 0 (an agent, a batch job, a load test);
 3. **cost per million output tokens** at that point: price per hour / (3600 x tok/s) x 1e6,
    and the **break-even utilisation** against an API priced per token: a server costs the
    same whether it is busy or idle, so at a fraction u of the hour busy each token costs 1/u
@@ -108,6 +112,12 @@ CPU_USD_PER_HOUR = Input(
     "this machine, price", 0.10, "USD/hour",
     "an assumption, not from a seed (none prices a CPU machine): the order of an on-demand "
     "2-vCPU, 8 GiB general-purpose cloud VM in 2025. Put your own")
+THINK_S = Input(
+    "think time between a user's requests", 30.0, "s",
+    "an assumption, not from a seed: a chat user reads the answer while it streams (at reading "
+    "speed, so the reading ends about when the answer does), then types the next question; "
+    "~20 words at ~40 words/min is ~30 s. An agent or a batch job thinks ~0 s; a user who "
+    "reads, leaves and comes back later thinks minutes. Put your users' own figure")
 LINK_GBIT_S = Input(
     "download link for the weights", 1.0, "Gbit/s",
     "an assumption: a 1 Gbit/s path from the model hub or an object store to the node")
@@ -237,6 +247,65 @@ def replicas_needed(users: int, users_per_replica: int) -> int:
     return math.ceil(int(users) / int(users_per_replica))
 
 
+def time_in_system_s(output_tokens: float, per_user_tok_s: float) -> float:
+    """W, the seconds one request spends in the system at a level of the sweep: its output
+    tokens over the per-user speed there (`per_user_tok_s` counts the request's whole time,
+    TTFT included, so this is its end-to-end time)."""
+    _positive("output_tokens", output_tokens)
+    _positive("per_user_tok_s", per_user_tok_s)
+    return output_tokens / per_user_tok_s
+
+
+def arrival_rate_rps(users: float, time_in_system_s: float, think_s: float) -> float:
+    """Requests per second that `users` send when each waits `time_in_system_s` (W) for an
+    answer, then thinks `think_s` (Z) before the next request: one request every W + Z
+    seconds per user, lambda = N / (W + Z) (the interactive response-time law)."""
+    _positive("users", users)
+    _positive("time_in_system_s", time_in_system_s)
+    if isinstance(think_s, bool) or not isinstance(think_s, numbers.Real) \
+            or not math.isfinite(think_s) or think_s < 0:
+        raise ConfigError(f"think_s must be a number >= 0, not {think_s!r}.")
+    return users / (time_in_system_s + think_s)
+
+
+def in_flight(rate_rps: float, time_in_system_s: float) -> float:
+    """Little's law: requests in the system L = arrival rate lambda x time in system W. It
+    holds for any queue in a steady state, whatever the order or the distribution."""
+    _positive("rate_rps", rate_rps)
+    _positive("time_in_system_s", time_in_system_s)
+    return rate_rps * time_in_system_s
+
+
+def replicas_by_arrival(users: int, users_per_replica: int, *, time_in_system_s: float,
+                        think_s: float) -> int:
+    """Whole replicas for `users` who think `think_s` between requests: the requests they keep
+    in flight (lambda x W, lambda = N / (W + Z)) over what one replica holds at its operating
+    point (`users_per_replica` requests in flight, each in the system `time_in_system_s`).
+    With `think_s` = 0 every user always has a request in flight: `replicas_needed`."""
+    replicas_needed(users, users_per_replica)  # the same checks on the counts
+    load = in_flight(arrival_rate_rps(users, time_in_system_s, think_s), time_in_system_s)
+    return max(1, math.ceil(round(load / int(users_per_replica), 9)))  # 2.0000000001 is 2
+
+
+def replicas_table(users: int, users_per_replica: int, *, time_in_system_s: float,
+                   think_s: float) -> pd.DataFrame:
+    """Two ways to size for `users`: as if each always had a request in flight (think time 0,
+    replicas = N / users per replica), and by arrival rate with `think_s` (Little's law)."""
+    rows = []
+    for label, think in (("N always in flight", 0.0), ("by arrival rate", float(think_s))):
+        rate = arrival_rate_rps(users, time_in_system_s, think)
+        rows.append({
+            "sizing": label, "users": int(users), "think time Z (s)": think,
+            "time in system W (s)": float(time_in_system_s),
+            "arrival rate = N / (W + Z) (req/s)": rate,
+            "in flight = rate x W": in_flight(rate, time_in_system_s),
+            "in flight a replica holds": int(users_per_replica),
+            "replicas": replicas_by_arrival(users, users_per_replica,
+                                            time_in_system_s=time_in_system_s, think_s=think),
+        })
+    return pd.DataFrame(rows).set_index("sizing")
+
+
 def cost_per_million_tokens(usd_per_hour: float, tok_s: float) -> float:
     """USD per million output tokens for a server kept busy at `tok_s` (aggregate, all its
     users together): the hour's price over the tokens made in that hour."""
@@ -270,18 +339,32 @@ def priced(table: pd.DataFrame, target: Target, usd_per_hour: float) -> pd.DataF
 
 
 def summary_row(label: str, point: Mapping[str, Any], *, users: int, usd_per_hour: float,
-                api_usd_per_million: float, source: str) -> dict[str, Any]:
-    """One line of a capacity plan: the operating point, replicas and dollars it implies."""
+                api_usd_per_million: float, source: str, output_tokens: float,
+                think_s: float) -> dict[str, Any]:
+    """One line of a capacity plan: the operating point, replicas and dollars it implies.
+
+    Replicas both ways (`replicas_table`): with every user's request always in flight, and by
+    arrival rate for users who think `think_s` between requests, each request in the system
+    `output_tokens` / the point's per-user tok/s. The keys do not name the number of users
+    (it is a value of its own), so a results file reads the same whatever N was."""
     per_million = cost_per_million_tokens(usd_per_hour, point["agg_tok_s"])
-    replicas = replicas_needed(users, int(point["concurrency"]))
+    per_replica = int(point["concurrency"])
+    w = time_in_system_s(output_tokens, point["per_user_tok_s"])
+    replicas = replicas_needed(users, per_replica)
+    by_arrival = replicas_by_arrival(users, per_replica, time_in_system_s=w, think_s=think_s)
     return {
         "setup": label, "numbers": source,
-        "users per replica": int(point["concurrency"]),
+        "users per replica": per_replica,
         "aggregate tok/s": point["agg_tok_s"], "per-user tok/s": point["per_user_tok_s"],
         "p95 TTFT (s)": point["ttft_s_p95"], "USD/hour": usd_per_hour,
         "USD per million output tokens": per_million,
-        f"replicas for {users} users": replicas,
-        "USD a month, always on": monthly_cost(replicas, usd_per_hour),
+        "users to serve": int(users), "think time (s)": float(think_s),
+        "time in system (s)": w,
+        "in flight, by arrival rate": in_flight(arrival_rate_rps(users, w, think_s), w),
+        "replicas, all in flight": replicas,
+        "replicas, by arrival rate": by_arrival,
+        "USD a month, all in flight": monthly_cost(replicas, usd_per_hour),
+        "USD a month, by arrival rate": monthly_cost(by_arrival, usd_per_hour),
         "break-even utilisation": break_even_utilisation(usd_per_hour, point["agg_tok_s"],
                                                          api_usd_per_million),
     }
@@ -333,9 +416,10 @@ def _columns(table: pd.DataFrame, names: Sequence[str]) -> None:
 __all__ = [
     "Input", "inputs_table", "Target", "judged", "operating_point", "priced",
     "reading_speed_tok_s", "replicas_needed", "cost_per_million_tokens",
+    "time_in_system_s", "arrival_rate_rps", "in_flight", "replicas_by_arrival", "replicas_table",
     "break_even_utilisation", "monthly_cost", "arrivals_during", "download_s",
     "gpu_price", "this_machine_price", "summary_row",
-    "TTFT_MULTIPLE", "READING_WORDS_PER_S", "TOKENS_PER_WORD", "USERS",
+    "TTFT_MULTIPLE", "READING_WORDS_PER_S", "TOKENS_PER_WORD", "USERS", "THINK_S",
     "ARTICLE_CARD_USD_PER_HOUR", "API_USD_PER_MILLION", "CPU_USD_PER_HOUR", "LINK_GBIT_S",
     "SEED_GPU_USD_PER_HOUR", "SECONDS_PER_HOUR", "HOURS_PER_MONTH",
 ]

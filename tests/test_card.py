@@ -3,7 +3,9 @@ unreadable files, two machines side by side, and the CLI's exit codes.
 
 tests/fixtures/results_cpu/ holds the findings notebooks 01-05 saved on the course's 2-core CI
 machine (2026-11-22) and notebooks 06-07 saved on a 2-core AVX-512 EPYC (2026-12-01, so the card's
-date, its last save, is that one); the tests copy and alter them in tmp_path.
+date, its last save, is that one); the tests copy and alter them in tmp_path. 07's plan, inputs,
+replicas and Little's-law table were recomputed from that file's own measurements (labs.cost)
+when 07 began sizing replicas by arrival rate and pricing the card at the article's tok/s.
 """
 
 from __future__ import annotations
@@ -92,8 +94,12 @@ def test_summary_holds_each_notebooks_numbers(cpu: Path) -> None:
     assert admission["gateway_goodput_rps"] == pytest.approx(0.719, abs=0.001)
     capacity = s["sections"]["capacity"]["values"]
     assert capacity["users_per_replica"] == 16 and capacity["replicas"] == 32
+    assert capacity["users"] == 500 and capacity["think_s"] == 30
+    assert capacity["replicas_by_arrival"] == 3   # Little: 500 x 2.6 s / 32.6 s = 40 in flight
+    assert capacity["card_tok_s"] == article.BATCHING[32][0] and capacity["card_users"] == 32
     assert capacity["cold_start_s"] == pytest.approx(23.1, abs=0.1)
-    assert capacity["card_break_even"] == pytest.approx(0.379, abs=0.001)
+    assert capacity["card_break_even"] == pytest.approx(0.529, abs=0.001)  # at 525 tok/s, measured
+    assert capacity["roofline_tok_s"] == pytest.approx(732.07, abs=0.01)   # the upper bound
     prefix = s["sections"]["prefix"]["values"]
     assert prefix["shared_blocks"] == 7 and prefix["running_on"] == 16 > prefix["running_off"]
     assert prefix["hit_rate"] == pytest.approx(0.826, abs=0.001)
@@ -128,6 +134,25 @@ def test_card_shows_the_numbers_beside_the_article(cpu: Path) -> None:
     assert _tr("d) gateway", "11", "19", "0.72", "0.72", "yes") in admission
     assert "<tr><td>b) engine caps</td><td>30</td><td>0</td><td>15.45</td>" in admission
     assert "not measured yet" not in page
+
+
+def test_a_plan_saved_before_the_arrival_rate_sizing_still_reads(cpu: Path) -> None:
+    # 07 once named the key after the users and priced the card at its roofline only.
+    _edit(cpu, "07_capacity_and_cost", findings__plan=[
+        {"setup": "this machine", "numbers": "measured here", "users per replica": 16,
+         "replicas for 500 users": 32},
+        {"setup": "RTX 4000 Ada + Qwen2.5-7B", "numbers": "PREDICTED from datasheets",
+         "aggregate tok/s": 732.07, "USD per million output tokens": 0.19}])
+    s = card.summarize(cpu)
+    capacity = s["sections"]["capacity"]
+    assert capacity["status"] == "ok" and capacity["values"]["replicas"] == 32
+    assert capacity["values"]["roofline_tok_s"] == 732.07
+    assert capacity["values"]["card_tok_s"] is None
+    assert capacity["values"]["replicas_by_arrival"] is None
+    page = card.render_html([s], images=False)
+    arrival = _row(page, "  replicas by arrival rate (Little&#x27;s law)")
+    assert arrival == "<td>—</td><td>—</td>"
+    assert _row(page, "  replicas, every user always in flight") == "<td>32</td><td>—</td>"
 
 
 def test_article_column_is_labs_article(cpu: Path) -> None:

@@ -118,24 +118,85 @@ def test_priced_tokens_get_cheaper_as_users_are_added() -> None:
 def test_summary_row_is_one_line_of_a_plan() -> None:
     point = cost.operating_point(sweep(), cost.Target(ttft_p95_s=0.45, per_user_tok_s=6.7))
     row = cost.summary_row("here", point, users=500, usd_per_hour=0.10,
-                           api_usd_per_million=0.50, source="measured")
-    assert row["users per replica"] == 16 and row["replicas for 500 users"] == 32
-    assert row["USD a month, always on"] == pytest.approx(32 * 0.10 * 730)
+                           api_usd_per_million=0.50, source="measured", output_tokens=64,
+                           think_s=30.0)
+    assert row["users per replica"] == 16 and row["replicas, all in flight"] == 32
+    # W = 64 / 26.7 = 2.397 s; in flight = 500 x 2.397 / 32.397 = 37.0 -> 3 replicas of 16
+    assert row["time in system (s)"] == pytest.approx(64 / 26.7)
+    assert row["in flight, by arrival rate"] == pytest.approx(500 * 2.397 / 32.397, abs=0.01)
+    assert row["replicas, by arrival rate"] == 3
+    assert row["USD a month, all in flight"] == pytest.approx(32 * 0.10 * 730)
+    assert row["USD a month, by arrival rate"] == pytest.approx(3 * 0.10 * 730)
     assert row["break-even utilisation"] == pytest.approx(
         cost.cost_per_million_tokens(0.10, 425.0) / 0.50)
+    # No key names the number of users: a results file reads the same whatever N was.
+    assert row["users to serve"] == 500 and not any("500" in key for key in row)
+    assert row.keys() == cost.summary_row(
+        "here", point, users=2000, usd_per_hour=0.10, api_usd_per_million=0.50,
+        source="measured", output_tokens=64, think_s=0.0).keys()
+
+
+# --- replicas by arrival rate: Little's law ---------------------------------------------------
+
+def test_arrival_rate_is_users_over_a_request_and_a_think() -> None:
+    # 500 users, each request 16 s in the system, 30 s thinking: one request every 46 s each.
+    assert cost.arrival_rate_rps(500, 16.0, 30.0) == pytest.approx(500 / 46)
+    assert cost.arrival_rate_rps(10, 2.0, 0) == pytest.approx(5.0)   # no think: N / W
+    for bad in (-1.0, math.inf, True):
+        with pytest.raises(ConfigError):
+            cost.arrival_rate_rps(10, 2.0, bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        cost.arrival_rate_rps(10, 0, 30.0)
+
+
+def test_littles_law_in_flight_is_rate_times_time() -> None:
+    assert cost.in_flight(5.0, 2.0) == pytest.approx(10.0)
+    assert cost.in_flight(500 / 46, 16.0) == pytest.approx(173.9, abs=0.05)
+    # With no think time every user is always in flight: L = (N / W) x W = N.
+    assert cost.in_flight(cost.arrival_rate_rps(500, 16.0, 0), 16.0) == pytest.approx(500)
+    assert cost.time_in_system_s(256, 16.0) == 16.0
+    with pytest.raises(ConfigError):
+        cost.time_in_system_s(256, 0)
+
+
+def test_replicas_by_arrival_rate() -> None:
+    # The article's card at its measured 32 users, 16 tok/s each, 256-token answers (W = 16 s):
+    # 500 users thinking 30 s keep 500 x 16 / 46 = 173.9 in flight: 6 replicas of 32, not 16.
+    assert cost.replicas_by_arrival(500, 32, time_in_system_s=16.0, think_s=30.0) == 6
+    assert cost.replicas_by_arrival(500, 32, time_in_system_s=16.0, think_s=0) == 16
+    assert cost.replicas_by_arrival(500, 32, time_in_system_s=16.0, think_s=0) == \
+        cost.replicas_needed(500, 32)
+    # 64 users, W = 2 s, think 2 s: exactly 32 in flight fills exactly 2 replicas of 16 ...
+    assert cost.replicas_by_arrival(64, 16, time_in_system_s=2.0, think_s=2.0) == 2
+    # ... and one more user needs a third; a handful of users still needs one replica.
+    assert cost.replicas_by_arrival(65, 16, time_in_system_s=2.0, think_s=2.0) == 3
+    assert cost.replicas_by_arrival(1, 16, time_in_system_s=2.0, think_s=600.0) == 1
+    with pytest.raises(ConfigError):
+        cost.replicas_by_arrival(500, 0, time_in_system_s=16.0, think_s=30.0)
+
+
+def test_replicas_table_puts_both_sizings_side_by_side() -> None:
+    table = cost.replicas_table(500, 32, time_in_system_s=16.0, think_s=30.0)
+    assert list(table.index) == ["N always in flight", "by arrival rate"]
+    always, arrival = table.loc["N always in flight"], table.loc["by arrival rate"]
+    assert always["in flight = rate x W"] == pytest.approx(500) and always["replicas"] == 16
+    assert arrival["arrival rate = N / (W + Z) (req/s)"] == pytest.approx(500 / 46)
+    assert arrival["in flight = rate x W"] == pytest.approx(8000 / 46)
+    assert arrival["replicas"] == 6 and arrival["think time Z (s)"] == 30.0
 
 
 # --- inputs and prices --------------------------------------------------------------------------
 
 def test_every_default_input_names_its_unit_and_source() -> None:
     defaults = [cost.TTFT_MULTIPLE, cost.READING_WORDS_PER_S, cost.TOKENS_PER_WORD, cost.USERS,
-                cost.ARTICLE_CARD_USD_PER_HOUR, cost.API_USD_PER_MILLION,
+                cost.THINK_S, cost.ARTICLE_CARD_USD_PER_HOUR, cost.API_USD_PER_MILLION,
                 cost.CPU_USD_PER_HOUR, cost.LINK_GBIT_S]
     for item in defaults:
         assert item.unit and len(item.source) > 30, item.name
     for item in (cost.ARTICLE_CARD_USD_PER_HOUR, cost.API_USD_PER_MILLION):
         assert "seed 004_" in item.source and "2025" in item.source
     assert "assumption" in cost.CPU_USD_PER_HOUR.source
+    assert "assumption" in cost.THINK_S.source and cost.THINK_S.unit == "s"
     table = cost.inputs_table(defaults)
     assert list(table.columns) == ["value", "unit", "source"] and len(table) == len(defaults)
 

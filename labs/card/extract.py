@@ -182,10 +182,20 @@ def _prefix(f: Mapping[str, Any], runs: Path) -> tuple[dict, dict]:
     return values, series
 
 
+def _old_replicas(row: Mapping[str, Any]) -> object:
+    """Plans saved before 07 sized replicas by arrival rate named the key after the users
+    ('replicas for 500 users')."""
+    return next((v for k, v in row.items() if k.startswith("replicas for ")), None)
+
+
 def _capacity(f: Mapping[str, Any], runs: Path) -> tuple[dict, dict]:
-    plan = {row.get("setup"): row for row in _records(f, "plan")}
-    here = next((row for name, row in plan.items() if name == "this machine"), {})
-    card = next((row for name, row in plan.items() if name != "this machine"), {})
+    rows = _records(f, "plan")
+    here = next((row for row in rows if row.get("setup") == "this machine"), {})
+    others = [row for row in rows if row.get("setup") != "this machine"]
+    # The article's card at its measured tok/s, and its roofline (an upper bound). Files saved
+    # before 07 priced the card at the roofline only: that row is then the roofline's.
+    card = next((r for r in others if str(r.get("numbers", "")).startswith("MEASURED")), {})
+    roofline = next((r for r in others if str(r.get("numbers", "")).startswith("PREDICTED")), {})
     cold = f.get("cold_start") or {}
     values = {
         "cold_start_s": _num(cold.get("start_to_first_token_s")),
@@ -193,10 +203,17 @@ def _capacity(f: Mapping[str, Any], runs: Path) -> tuple[dict, dict]:
         "users_predicted": _num(f.get("operating_point_predicted_users")),
         "agg_tok_s": _num(here.get("aggregate tok/s")),
         "usd_per_million": _num(here.get("USD per million output tokens")),
-        "replicas": _num(here.get("replicas for 500 users")),
+        "users": _num(here.get("users to serve")),
+        "think_s": _num(here.get("think time (s)")),
+        "replicas": _num(here.get("replicas, all in flight", _old_replicas(here))),
+        "replicas_by_arrival": _num(here.get("replicas, by arrival rate")),
         "card_users": _num(card.get("users per replica")),
+        "card_tok_s": _num(card.get("aggregate tok/s")),
         "card_usd_per_million": _num(card.get("USD per million output tokens")),
         "card_break_even": _num(card.get("break-even utilisation")),
+        "card_replicas_by_arrival": _num(card.get("replicas, by arrival rate")),
+        "roofline_tok_s": _num(roofline.get("aggregate tok/s")),
+        "roofline_usd_per_million": _num(roofline.get("USD per million output tokens")),
     }
     sweep = _records(f, "sweep")
     series = {"concurrency": _column(sweep, "concurrency"),

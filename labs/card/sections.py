@@ -141,17 +141,28 @@ SECTIONS: tuple[Section, ...] = (
             )),
     Section("capacity", "07_capacity_and_cost", "07 · Capacity and cost",
             "Plan with the tok/s at the operating point (every user within the SLO and at reading "
-            "speed), not the benchmark's best; a token costs price / (3,600 x tok/s).",
+            "speed), not the benchmark's best; a token costs price / (3,600 x tok/s). Users are "
+            "not requests: by Little's law N users who think between requests keep only "
+            "N x W / (W + think) in flight.",
             ("plan", "sweep"), _capacity, (
                 Row("cold start to the first token (s)", "cold_start_s", ",.1f", "30-90 (repo)"),
                 Row("users a replica, measured", "users_per_replica", ",.0f"),
                 Row("  predicted", "users_predicted", ",.0f"),
                 Row("tok/s at the operating point", "agg_tok_s", ",.0f"),
                 Row("USD per million output tokens (assumed price)", "usd_per_million", ",.3f"),
-                Row("replicas for 500 users", "replicas", ",.0f"),
-                Row("article's card, predicted: users a replica", "card_users", ",.0f"),
+                Row("users to serve", "users", ",.0f"),
+                Row("  replicas, every user always in flight", "replicas", ",.0f"),
+                Row("  think time between requests (s)", "think_s", ",.0f"),
+                Row("  replicas by arrival rate (Little's law)", "replicas_by_arrival", ",.0f"),
+                # the card's rows are the article's own measurement, so no article column
+                Row("article's card, at its measured tok/s: users a replica", "card_users", ",.0f"),
+                Row("  tok/s (the article's)", "card_tok_s", ",.0f"),
                 Row("  USD per million output tokens", "card_usd_per_million", ",.3f"),
                 Row("  break-even utilisation against the API", "card_break_even", ".0%"),
+                Row("  replicas by arrival rate", "card_replicas_by_arrival", ",.0f"),
+                Row("  roofline, an upper bound: tok/s", "roofline_tok_s", ",.0f"),
+                Row("  roofline: USD per million output tokens", "roofline_usd_per_million",
+                    ",.3f"),
             )),
 )
 SECTION_BY_KEY = {s.key: s for s in SECTIONS}
