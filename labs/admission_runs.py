@@ -1,0 +1,126 @@
+"""Notebook 05's closing runs: 04's KV-exhausting burst under the article's two engine flags
+(the bounded engine behind the running `gateway` profile, reached directly) and under the
+gateway, plus one prompt longer than max_model_len. No server is started: the `gateway`
+profile's engine *is* the `bounded` profile, so both setups are one server.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+from .errors import ConfigError
+from .servermodel import ServerLimits, flag_value, with_flags
+
+TOO_LONG = 1.25  # the too-long prompt, as a multiple of max_model_len
+
+
+def closing_burst(limits: ServerLimits, backend: str, users: int) -> Any:
+    """04's burst (`labs.sizing.kv_burst`: `users`, 3.3x the pool) sized on the `bounded`
+    profile's limits (the same pool as 04's `kv-pressure`), with every prompt within the
+    gateway's `--max-prompt-tokens`: where 04's prompts are longer than that budget, the same
+    demand over more users, so the gateway judges load, not length."""
+    from .profiles import get_profile
+    from .sizing import kv_burst
+
+    burst = kv_burst(with_flags(limits, get_profile("bounded").flags(backend)), users=users)
+    budget = flag_value(get_profile("gateway").gateway(backend) or (), "max-prompt-tokens")
+    if budget and burst.prompt_tokens > int(budget):
+        more = math.ceil(burst.demand_tokens / int(budget))
+        burst = replace(burst, users=more, prompt_tokens=burst.demand_tokens // more,
+                        why=f"{more} users: {burst.users} prompts of {burst.prompt_tokens:,} "
+                            f"would each be over the gateway's --max-prompt-tokens={budget}")
+    return burst
+
+
+def caps_against_pool(limits: ServerLimits, backend: str) -> Any:
+    """`max_num_seqs x max_model_len` against the KV pool, for the `bounded` profile on this
+    server and for the article's flags on the article's card, with how many full-length
+    requests the pool holds at once (whole blocks)."""
+    import pandas as pd
+
+    from . import article
+    from .profiles import get_profile
+
+    here = with_flags(limits, get_profile("bounded").flags(backend))
+    card = ServerLimits(article.NUM_GPU_BLOCKS, article.BLOCK_SIZE,
+                        int(flag_value(article.BOUNDED_FLAGS, "max-model-len")),
+                        int(flag_value(article.BOUNDED_FLAGS, "max-num-seqs")), 2048)
+    rows = {}
+    for where, lim in (("this server (bounded)", here), (f"article: {article.GPU}", card)):
+        rows[where] = {"max_num_seqs": lim.max_num_seqs, "max_model_len": lim.max_model_len,
+                       "seqs x len": lim.max_num_seqs * lim.max_model_len,
+                       "pool_tokens": lim.pool_tokens,
+                       "over the pool": lim.max_num_seqs * lim.max_model_len / lim.pool_tokens,
+                       "full-length requests the pool holds": lim.num_blocks
+                       // lim.blocks_for(lim.max_model_len)}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def engine_connection() -> Any:
+    """The engine behind the running `gateway` profile, reached directly: the article's two
+    flags with nothing in front of them."""
+    from .client import connect
+    from .server import running_server
+    from .settings import Settings
+
+    record = running_server()
+    if record is None or record.engine_url is None:
+        raise ConfigError("start the `gateway` profile first: labs.ensure_server('gateway').")
+    return connect(Settings.from_env(base_url_override=record.engine_url))
+
+
+def run_burst(conn: Any, users: int, prompt_tokens: int, output_tokens: int,
+              label: str) -> tuple[Any, Any]:
+    """`users` unique prompts at once through `conn`, with the engine's /metrics sampled:
+    (the run, the engine series of running / waiting / KV usage / preemptions)."""
+    from .loadgen import run_sync
+    from .metrics import MetricsSampler
+    from .server import running_server
+    from .workload import Burst, Workload
+
+    record = running_server()
+    with MetricsSampler(record.metrics_url if record else conn.base_url,
+                        interval_s=0.25) as sampler:
+        run = run_sync(Burst(users), Workload(prompt_tokens=prompt_tokens,
+                                              max_tokens=output_tokens),
+                       conn=conn, progress=False, label=label)
+    return run, sampler.to_frame(t0=run.metadata["perf_counter_t0"])
+
+
+def too_long(conn: Any, limits: ServerLimits, label: str) -> Any:
+    """One request whose prompt alone is `TOO_LONG` x max_model_len: the record says how it
+    was refused (status) and how fast (e2e_s)."""
+    from .loadgen import run_sync
+    from .workload import Burst, Workload
+
+    run = run_sync(Burst(1), Workload(prompt_tokens=int(TOO_LONG * limits.max_model_len),
+                                      max_tokens=16), conn=conn, progress=False, label=label)
+    return run.records[0]
+
+
+def burst_table(runs: dict[str, tuple[Any, Any]]) -> Any:
+    """One row per setup of the burst: what was served and how fast, what was refused and
+    how fast, and what the engine held (from the sampled /metrics)."""
+    import pandas as pd
+
+    rows = {}
+    for label, (run, engine) in runs.items():
+        s = run.summary()
+        rows[label] = {
+            "users": s["requests"], "served": s["ok"], "refused": s["requests"] - s["ok"],
+            "ttft_p50_s": s["ttft_s_p50"], "ttft_p95_s": s["ttft_s_p95"],
+            "ttft_max_s": max((r.ttft_s for r in run.records if r.ok and r.ttft_s), default=None),
+            "slowest_refusal_ms": (max(r.e2e_s for r in run.records if not r.ok) * 1000
+                                   if s["requests"] > s["ok"] else None),
+            "max_running": int(engine["running"].max()),
+            "peak_kv_usage": float(engine["kv_cache_usage"].max()),
+            "preemptions": float(engine["preemptions_total"].iloc[-1]
+                                 - engine["preemptions_total"].iloc[0]),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+__all__ = ["closing_burst", "caps_against_pool", "engine_connection", "run_burst", "too_long",
+           "burst_table", "TOO_LONG"]
