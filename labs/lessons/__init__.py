@@ -39,5 +39,5 @@ def require(lesson: str, held: bool, numbers: Mapping[str, float | int | str],
 
 def _fmt(value: float | int | str) -> str:
     if isinstance(value, float):
-        return f"{value:,.3g}"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
     return f"{value:,}" if isinstance(value, int) else str(value)
