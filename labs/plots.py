@@ -149,3 +149,27 @@ def step_split(splits: Sequence[Any], meta: Mapping[str, Any]) -> Figure:
                bbox_to_anchor=(0.5, 0.035))
     fig.tight_layout(rect=(0, 0.12, 1, 0.95))
     return fig
+
+
+def kv_staircase(measured: Mapping[str, Sequence[float]], predicted: Mapping[str, Sequence[float]],
+                 meta: Mapping[str, Any]) -> Figure:
+    """04: each request's TTFT, in order of first token, for the same burst on two pools
+    (bars measured, steps the calibrated replay): the gap between the two is the pool's."""
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    colors = ("tab:red", "tab:blue")
+    width = 0.4
+    for i, (name, ttfts) in enumerate(measured.items()):
+        order = [k + 1 + (i - 0.5) * width for k in range(len(ttfts))]
+        ax.bar(order, sorted(ttfts), width=width, color=colors[i % 2], alpha=0.8,
+               label=f"{name}, measured")
+    for i, (name, ttfts) in enumerate(predicted.items()):
+        ax.step(range(1, len(ttfts) + 1), sorted(ttfts), where="mid", color=colors[i % 2],
+                linestyle="--", label=f"{name}, predicted")
+    ax.set_xlabel("request, in order of first token")
+    ax.set_ylabel("TTFT (s)")
+    ax.set_title("The same burst on two pools: the gap is the wait for KV blocks")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.text(0.5, 0.005, where(meta), ha="center", fontsize=8, color="gray")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
