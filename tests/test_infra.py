@@ -236,6 +236,31 @@ def test_dashboard_configmap_is_the_compose_dashboard() -> None:
 # One profile source
 
 
+def test_the_readme_profile_table_says_what_each_profile_runs() -> None:
+    """infra/README.md's table of profiles: every engine flag a row names is the profile's
+    (`bounded + ...` adds to bounded's), and the gateway row's N and M are its gateway's."""
+    table = (INFRA / "README.md").read_text().split("| profile |")[1].split("\n\n")[0]
+    rows = [line.split("|")[1:-1] for line in table.splitlines()[2:] if line.startswith("|")]
+    seen = set()
+    for name_cell, flags_cell, front in rows:
+        name = re.search(r"`([a-z-]+)`", name_cell)[1]
+        if name not in PROFILES:  # data-parallel: an overlay of the bounded engine (test_router)
+            continue
+        profile = PROFILES[name]
+        seen.add(name)
+        named = re.findall(r"`?(--[a-z-]+=[^\s`]+)`?", flags_cell)
+        engine = set(profile.flags("gpu"))
+        for flag in named:
+            assert flag in engine, (name, flag, sorted(engine))
+        if flags_cell.strip().startswith("bounded"):
+            assert set(PROFILES["bounded"].flags("gpu")) <= engine, name
+        gateway = profile.gateway("gpu")
+        if gateway:
+            n, m = re.search(r"N = (\d+).*M = (\d+)", front).groups()
+            assert f"--max-in-flight={n}" in gateway and f"--max-queue={m}" in gateway, front
+    assert {"naive", "bounded", "engine-queue", "gateway"} <= seen
+
+
 def _compose() -> dict:
     return yaml.safe_load(infra.COMPOSE.read_text())
 
@@ -467,6 +492,27 @@ def test_terraform_declares_a_gpu_pool_the_deployment_lands_on() -> None:
         "node.kubernetes.io/instance-type": variables["gpu_node_type"]["default"]}
     assert gpu["taint"][0]["key"] in {t["key"] for t in pod["tolerations"]}
     assert variables["k8s_version"]["default"] == K8S_VERSION.rsplit(".", 1)[0]
+
+
+def test_terraform_keeps_the_gpu_pool_out_of_the_cluster_by_tag_not_by_ignoring_changes() -> None:
+    """`ignore_changes = [pool]` on the cluster would keep it from deleting the GPU pool but
+    also silently ignore every change to the CPU pool; terraform-provider-linode's
+    `external_pool_tags` excludes exactly the pools so tagged."""
+    tf = _terraform()
+    resources = {(kind, name): body for block in tf["resource"]
+                 for kind, named in block.items() for name, body in named.items()}
+    course = resources[("linode_lke_cluster", "course")]
+    ignored = [entry for lifecycle in course.get("lifecycle", [])
+               for entry in lifecycle.get("ignore_changes", [])]
+    assert not any("pool" in str(entry) for entry in ignored), ignored
+    external = set(course["external_pool_tags"])
+    assert external
+    pools = [body for (kind, _), body in resources.items() if kind == "linode_lke_node_pool"]
+    assert pools
+    for pool in pools:
+        assert external & set(pool["tags"]), pool["tags"]
+    for pool in course["pool"]:  # the cluster's own (CPU) pool is not excluded from itself
+        assert not external & set(pool.get("tags", [])), pool
 
 
 def test_terraform_takes_region_and_token_as_variables_without_secrets() -> None:

@@ -310,6 +310,53 @@ def test_envoy_hands_every_request_to_the_epp_beside_it_and_fails_closed() -> No
     assert dst["original_dst_lb_config"]["http_header_name"] == "x-gateway-destination-endpoint"
 
 
+ENVOY_BOOTSTRAP = ROOT / "infra" / "k8s" / "components" / "router" / "envoy.yaml"
+EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"  # the EPP's gRPC service
+
+
+def _envoy_clusters() -> dict[str, dict]:
+    envoy_config = yaml.safe_load(_find(_objs(), "ConfigMap", "router-envoy")["data"]["envoy.yaml"])
+    return {c["name"]: c for c in envoy_config["static_resources"]["clusters"]}
+
+
+def test_failing_closed_is_stated_as_an_override_of_the_charts_fail_open() -> None:
+    """The chart renders failure_mode_allow from router.proxy.failOpen, true by default; a
+    bootstrap that says it has the chart's defaults must say where it departs from them."""
+    header = "".join(line[1:] for line in ENVOY_BOOTSTRAP.read_text().splitlines()
+                     if line.startswith("#"))
+    assert "failOpen: true" in header and "OVERRIDE" in header
+    assert "failure_mode_allow: false" in header
+    readme = (ROOT / "infra" / "README.md").read_text()
+    section = readme.split("## When one GPU is not enough")[1].split("\n## ")[0]
+    assert "failOpen: true" in section and "fails closed" in section
+
+
+def test_envoys_health_check_of_the_epp_is_one_the_epp_answers() -> None:
+    """Envoy's preset health-checks the ext_proc cluster over gRPC; the EPP registers that
+    health service on its ext_proc port only with --health-checking=true (default false),
+    so without the flag the check never passes."""
+    ext_proc = _envoy_clusters()["ext_proc"]
+    checks = [c["grpc_health_check"] for c in ext_proc.get("health_checks", [])
+              if "grpc_health_check" in c]
+    assert len(checks) == len(ext_proc.get("health_checks", []))  # gRPC only
+    if checks:
+        assert _epp_flags().get("health-checking") == "true"
+        assert {c.get("service_name") for c in checks} == {EXT_PROC_SERVICE}
+        target = ext_proc["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+        port = target["endpoint"]["address"]["socket_address"]["port_value"]
+        epp_ports = {p["name"]: p["containerPort"]
+                     for p in _containers(_router())["epp"]["ports"]}
+        assert port == epp_ports["grpc"]  # the ext_proc server, where the service lives
+
+
+def test_envoy_has_the_memory_upstreams_operations_guide_sizes_it() -> None:
+    """At least 2 GiB (llm-d-router docs/operations.md), requested as well as allowed: an
+    OOM-killed Envoy drops every stream and, failing closed, refuses everything."""
+    resources = _containers(_router())["envoy"]["resources"]
+    assert _mebibytes(resources["limits"]["memory"]) >= 2048
+    assert _mebibytes(resources["requests"]["memory"]) >= 2048
+
+
 def test_the_router_pod_mounts_the_configs_it_is_told_to_read() -> None:
     pod = _router()["spec"]["template"]["spec"]
     volumes = {v["name"]: v["configMap"]["name"] for v in pod["volumes"]}

@@ -16,16 +16,19 @@ resource "linode_lke_cluster" "course" {
   k8s_version = var.k8s_version
   tags        = ["vllm-serving-labs"]
 
+  # The CPU pool: LKE insists on one in the cluster resource. Its plan and count are settings
+  # (terraform/lke/README.md): a change to either is planned and applied like any other.
   pool {
     type  = var.cpu_node_type
     count = var.cpu_node_count
   }
 
-  # LKE insists on a pool in the cluster resource; the GPU pool is a resource of its own so
-  # that it can be resized (or removed to stop its bill) without touching the cluster.
-  lifecycle {
-    ignore_changes = [pool]
-  }
+  # The GPU pool is a resource of its own (below) so that it can be resized, or removed to stop
+  # its bill, without touching the cluster. Pools carrying one of these tags are managed
+  # elsewhere: the cluster neither deletes nor updates them on apply (terraform-provider-linode
+  # documents external_pool_tags for exactly this). Not `lifecycle { ignore_changes = [pool] }`,
+  # which would also silently ignore every change to the CPU pool above.
+  external_pool_tags = ["gpu"]
 }
 
 # One GPU per node and one engine per GPU: the cluster autoscaler adds a node when an engine
@@ -35,7 +38,7 @@ resource "linode_lke_cluster" "course" {
 resource "linode_lke_node_pool" "gpu" {
   cluster_id = linode_lke_cluster.course.id
   type       = var.gpu_node_type
-  tags       = ["vllm-serving-labs", "gpu"]
+  tags       = ["vllm-serving-labs", "gpu"] # "gpu": external_pool_tags, so the cluster leaves it be
 
   autoscaler {
     min = var.gpu_autoscaler_min
