@@ -25,6 +25,8 @@ UP = "http://upstream"
 @dataclass
 class Queue:
     queue_depth: int = 0
+    in_flight: int = 4  # all N = 4 slots taken
+    reserved: int = 0
 
 
 class Clock:
@@ -67,6 +69,16 @@ def test_the_hint_grows_with_service_time_and_queue_depth() -> None:
     for a in (fast, slow, shallow):
         w = a.expected_wait_s("queue_full")
         assert all(w <= h < 2 * w for h in hints(a))
+
+
+def test_places_reserved_for_requests_being_counted_are_ahead_too() -> None:
+    a = advisor([4.0] * 8, depth=2)
+    before = a.expected_wait_s("queue_full")
+    a.admission.reserved = 3  # type: ignore[attr-defined]
+    assert a.slots_to_free() == 2 + 3 + 1
+    assert a.expected_wait_s("queue_full") == pytest.approx(before * 6 / 3)
+    a.admission.in_flight, a.admission.queue_depth = 1, 0  # type: ignore[attr-defined]
+    assert a.slots_to_free() == 1  # places held, but a slot free: the next release is ours
 
 
 def test_recent_holds_are_what_counts() -> None:

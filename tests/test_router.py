@@ -315,8 +315,8 @@ EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"  # the EPP's gR
 
 
 def _envoy_clusters() -> dict[str, dict]:
-    envoy_config = yaml.safe_load(_find(_objs(), "ConfigMap", "router-envoy")["data"]["envoy.yaml"])
-    return {c["name"]: c for c in envoy_config["static_resources"]["clusters"]}
+    bootstrap = _find(_objs(), "ConfigMap", "router-envoy")["data"]["envoy.yaml"]
+    return {c["name"]: c for c in yaml.safe_load(bootstrap)["static_resources"]["clusters"]}
 
 
 def test_failing_closed_is_stated_as_an_override_of_the_charts_fail_open() -> None:

@@ -9,10 +9,13 @@ spread on top, so a refused group comes back over an interval instead of at one 
     S  how long a request held its engine slot, mean of the last WINDOW that finished
        (seconds; until one has finished, the configured `retry_after_s` stands in for it)
     N  slots (max_in_flight);  M  queue places (max_queue)
-    q  requests waiting now (the queue depth): a newcomer is behind all of them
+    r  slots that must free before a request arriving now gets one: everyone the gateway
+       holds (running, waiting, and any place reserved for a request whose prompt is being
+       counted) beyond the N slots, plus its own: max(held - N, 0) + 1; with the queue full,
+       r = q + 1 for q waiting
 
-    expected wait   W = (q + 1) x S / N        (a slot frees every S / N, it needs q + 1)
-    queue_timeout   W >= (q + 1) x T / M       (T = max_queue_wait_s: the waiter that just
+    expected wait   W = r x S / N              (a slot frees every S / N on average)
+    queue_timeout   W >= r x T / M             (T = max_queue_wait_s: the waiter that just
                                                 timed out had at most M - 1 ahead and saw
                                                 fewer than M slots free in T)
     any other reason (a drain, say): W = retry_after_s
@@ -100,15 +103,20 @@ class RetryAdvisor:
 
     def expected_wait_s(self, reason: str) -> float:
         """W: when a slot is expected to be free for a request arriving now."""
-        c, a = self.config, self.admission
-        ahead = a.queue_depth + 1
+        c = self.config
         if reason == "queue_full":
-            return ahead * self.slot_s() / c.max_in_flight
+            return self.slots_to_free() * self.slot_s() / c.max_in_flight
         if reason == "queue_timeout":
             per_slot = max(self.slot_s() / c.max_in_flight,
                            c.max_queue_wait_s / max(c.max_queue, 1))
-            return ahead * per_slot
+            return self.slots_to_free() * per_slot
         return float(c.retry_after_s)
+
+    def slots_to_free(self) -> int:
+        """r: releases a request arriving now waits for (the module docstring)."""
+        a = self.admission
+        held = a.in_flight + a.queue_depth + getattr(a, "reserved", 0)
+        return max(held - self.config.max_in_flight, 0) + 1
 
     def hint_s(self, reason: str) -> float:
         """H: W bounded, then spread upward at random (the module docstring)."""
