@@ -145,11 +145,14 @@ def metric(app: Any, name: str, **labels: str) -> float:
 
 
 def assert_shed(resp: httpx.Response, reason: str) -> None:
+    """A 503 with a whole-second Retry-After (labs.gateway.retry derives it) that the
+    message repeats."""
     assert resp.status_code == 503
-    assert resp.headers["retry-after"] == "2"
+    retry = resp.headers["retry-after"]
+    assert retry.isdigit() and int(retry) >= 1
     error = resp.json()["error"]
     assert error["type"] == "overloaded" and error["reason"] == reason
-    assert "Retry after 2 s" in error["message"]
+    assert f"Retry after {retry} s" in error["message"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -542,7 +545,7 @@ def test_overload_every_request_answered_or_shed(duration_s: float = 1.0) -> Non
         ok = [r for r in records if r.ok]
         shed = [r for r in records if r.error_kind == "shed"]
         assert len(ok) + len(shed) == len(records), {r.error for r in records if not r.ok}
-        assert all(r.status == 503 and r.retry_after_s == 2.0 for r in shed)
+        assert all(r.status == 503 and r.retry_after_s and r.retry_after_s >= 1 for r in shed)
         assert all(r.completion_tokens == 4 for r in ok)
         assert ok and len(shed) > len(ok)
         admitted = metric(app, "gateway_admitted_total")

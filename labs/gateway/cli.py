@@ -9,7 +9,6 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import ConfigError, PortInUse
-from ..commands import SERVER_KEEP_ALIVE_S
 from ..startup import check_port_free
 from .app import create_app
 from .config import API_KEY_ENV, DEFAULT_PORT, GatewayConfig
@@ -17,14 +16,12 @@ from .config import API_KEY_ENV, DEFAULT_PORT, GatewayConfig
 
 def serve(config: GatewayConfig, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
           log_level: str = "warning") -> None:
-    """Run the gateway in uvicorn until SIGINT/SIGTERM; on either, open streams get
-    `shutdown_timeout_s` to finish before they are cut."""
-    import uvicorn
+    """Run the gateway until SIGINT/SIGTERM; on either it drains (labs.gateway.server):
+    nothing more is admitted, and open streams get `shutdown_timeout_s` to finish before
+    they are cut with an error event."""
+    from .server import GatewayServer
 
-    uvicorn.Server(uvicorn.Config(create_app(config), host=host, port=port,
-                                  log_level=log_level,
-                                  timeout_graceful_shutdown=config.shutdown_timeout_s,
-                                  timeout_keep_alive=SERVER_KEEP_ALIVE_S)).run()
+    GatewayServer(create_app(config), host=host, port=port, log_level=log_level).run()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
             ("request-timeout-s", float, "upstream timeout per operation"),
             ("max-body-bytes", int, "largest request body accepted (413 beyond)"),
             ("body-timeout-s", float, "time for a request body to arrive (408 after)"),
+            ("max-body-reads", int, "requests reading a body at once (503 beyond)"),
+            ("max-connections", int, "client connections open at once (more: closed)"),
+            ("max-header-bytes", int, "request line + headers (431 beyond)"),
+            ("header-timeout-s", float, "time for a request's headers to arrive (408 after)"),
             ("send-timeout-s", float, "a client taking no bytes this long is treated as gone"),
             ("shutdown-timeout-s", float, "on SIGTERM, time open streams get to finish")):
         default = getattr(defaults, flag.replace("-", "_"))
@@ -80,7 +81,9 @@ def config_from(args: argparse.Namespace) -> GatewayConfig:
         forward_authorization=not args.no_forward_authorization,
         api_key=os.environ.get(API_KEY_ENV) or None,
         request_timeout_s=args.request_timeout_s, max_body_bytes=args.max_body_bytes,
-        body_timeout_s=args.body_timeout_s, send_timeout_s=args.send_timeout_s,
+        body_timeout_s=args.body_timeout_s, max_body_reads=args.max_body_reads,
+        max_connections=args.max_connections, max_header_bytes=args.max_header_bytes,
+        header_timeout_s=args.header_timeout_s, send_timeout_s=args.send_timeout_s,
         shutdown_timeout_s=args.shutdown_timeout_s)
 
 

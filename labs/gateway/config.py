@@ -29,8 +29,17 @@ class GatewayConfig:
                           /v1/models; None: only vLLM checks, after admission
     request_timeout_s     httpx timeout for each upstream operation (connect, each read)
     max_body_bytes        the largest request body read (413 beyond): a body is held in
-                          memory whole, and the gateway's pod has 512 MiB
+                          memory whole (labs.gateway.bound), and the gateway's pod has 512 MiB;
+                          1 MiB is some 250,000 tokens of text, 30x the longest prompt here
     body_timeout_s        the whole request body must arrive within this long (408)
+    max_body_reads        requests reading their body at once, with /tokenize and /v1/models
+                          while they are proxied (more: 503 intake_full): the bodies outside
+                          admission
+    max_connections       client connections open at once; one more is closed unanswered
+    max_header_bytes      request line + headers (431 beyond), h11's incomplete-event limit
+    header_timeout_s      a request's line and headers must arrive within this long of its
+                          first byte, or of the connection opening (408, or closed if nothing
+                          was sent); idle time between requests is the keep-alive (75 s)
     send_timeout_s        a client that takes no bytes for this long while its answer streams
                           is treated as gone: its engine slot is freed
     shutdown_timeout_s    on SIGTERM, how long open streams may finish before they are cut;
@@ -46,8 +55,12 @@ class GatewayConfig:
     forward_authorization: bool = True
     api_key: str | None = None
     request_timeout_s: float = 600.0
-    max_body_bytes: int = 4 * 1024 * 1024
+    max_body_bytes: int = 1024 * 1024
     body_timeout_s: float = 30.0
+    max_body_reads: int = 16
+    max_connections: int = 2048
+    max_header_bytes: int = 16 * 1024
+    header_timeout_s: float = 10.0
     send_timeout_s: float = 30.0
     shutdown_timeout_s: float = 5.0
 
@@ -61,10 +74,13 @@ class GatewayConfig:
         _whole(self.max_queue, "max_queue", minimum=0)
         _whole(self.retry_after_s, "retry_after_s", minimum=1)
         _whole(self.max_body_bytes, "max_body_bytes", minimum=1024)
+        _whole(self.max_body_reads, "max_body_reads", minimum=1)
+        _whole(self.max_connections, "max_connections", minimum=1)
+        _whole(self.max_header_bytes, "max_header_bytes", minimum=1024)
         if self.max_prompt_tokens is not None:
             _whole(self.max_prompt_tokens, "max_prompt_tokens", minimum=1)
         for name in ("max_queue_wait_s", "request_timeout_s", "body_timeout_s",
-                     "send_timeout_s", "shutdown_timeout_s"):
+                     "header_timeout_s", "send_timeout_s", "shutdown_timeout_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"{name} must be a number of seconds > 0, not {value!r}.")

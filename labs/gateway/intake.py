@@ -2,13 +2,20 @@
 
 Checked in order of cost, cheapest first, so a flood of bad requests costs the gateway
 microseconds each and the engine nothing: the key (401), then the body's size and arrival
-time (413, 408), then its shape (400), and last its prompt length, which costs a round trip
-to the upstream's tokenizer (413).
+time (413, 408), then its shape (400), and last its prompt length (labs.gateway.budget),
+which costs a round trip to the upstream's tokenizer (413).
 
-One request is one sequence. `n > 1`, `best_of > 1`, beam search and a list of prompts each
-ask the engine for several sequences in one request, which would let one caller take every
-slot the admission bound is meant to share; the gateway refuses them with a 400 that says to
-send separate requests (each then waits its turn) rather than charging several slots to one
+The body is read whole, at most `max_body_bytes`, by at most `max_body_reads` requests at
+once (`BodyReads`; labs.gateway.bound says why each limit is there). It is parsed once, to
+check it; what a held request keeps is those bytes (forwarded as sent) and, with a budget,
+the few bytes counting needs, never the parsed tree, which for some JSON shapes is thirty
+times the size of its text.
+
+One request is one sequence. `n > 1`, `best_of > 1`, beam search, a list of prompts and a
+list of `prompt_embeds` (or embeddings beside a prompt, which vLLM runs as two) each ask the
+engine for several sequences in one request, which would let one caller take every slot the
+admission bound is meant to share; the gateway refuses them with a 400 that says to send
+separate requests (each then waits its turn) rather than charging several slots to one
 request, which could wait for ever behind single ones or never fit (n > N).
 """
 
@@ -21,16 +28,46 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
 from starlette.types import Receive
 
-from ..connections import ConnectionLeases
+from . import budget
 from .answers import Rejected
 from .config import GatewayConfig
 
 logger = logging.getLogger("labs.gateway")
 
-TOKENIZE_TIMEOUT_S = 10.0
+
+class BodyReads:
+    """How many requests are reading a body (or being proxied outside admission) now; at
+    most `limit`. Not a queue: one more is refused at once (503 intake_full), because a body
+    nobody reads costs nothing but the connection it came on."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.active = limit, 0
+
+    def enter(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
+
+
+def declares_body(headers: Mapping[str, str]) -> bool:
+    """Does the request say a body follows (Content-Length > 0, or chunked)?"""
+    length = headers.get("content-length", "0").strip()
+    return "transfer-encoding" in headers or length not in ("", "0")
+
+
+def too_long_to_discard(config: GatewayConfig, headers: Mapping[str, str]) -> bool:
+    """Refused before its body was read: close the connection rather than let the server
+    discard the rest (labs.gateway.server, within body_timeout_s)? Only for a body declared
+    larger than any the gateway reads. Closing on a client still sending would reset the
+    connection, and the client could lose the answer with it."""
+    declared = headers.get("content-length", "").strip()
+    return declared.isdigit() and int(declared) > config.max_body_bytes
 
 
 def check_key(config: GatewayConfig, headers: Mapping[str, str]) -> None:
@@ -79,16 +116,27 @@ async def read_body(config: GatewayConfig, headers: Mapping[str, str],
                        "(body_timeout_s); send it whole and promptly.") from None
 
 
-def parse(path: str, raw: bytes) -> dict[str, Any]:
-    """The request as a dict, or Rejected(400) saying what is wrong with it."""
+def parse(path: str, raw: bytes, config: GatewayConfig) -> budget.Prompt | None:
+    """Check the request (Rejected(400) saying what is wrong); with a prompt budget, return
+    what counting it needs. The parsed tree stays local: it is dropped on return."""
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Rejected(400, "invalid", f"the request body is not valid JSON ({exc}); send a "
-                       "JSON object with Content-Type: application/json.") from None
+    except RecursionError:
+        raise Rejected(400, "invalid", "the request body nests JSON too deeply; send a JSON "
+                       "object of messages or a prompt.") from None
+    except UnicodeDecodeError:
+        raise Rejected(400, "invalid", "the request body is not UTF-8 text; send JSON in "
+                       "UTF-8 with Content-Type: application/json.") from None
+    except json.JSONDecodeError as exc:
+        raise Rejected(400, "invalid", f"the request body is not valid JSON (line {exc.lineno}"
+                       f", column {exc.colno}); send a JSON object with Content-Type: "
+                       "application/json.") from None
+    except ValueError:
+        raise Rejected(400, "invalid", "the request body is not valid JSON; send a JSON "
+                       "object with Content-Type: application/json.") from None
     if not isinstance(body, dict):
         raise Rejected(400, "invalid",
-                       f"the request body must be a JSON object, not {type(body).__name__}.")
+                       f"the request body must be a JSON object, not {_kind(body)}.")
     if path == "/v1/chat/completions":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -96,68 +144,56 @@ def parse(path: str, raw: bytes) -> dict[str, Any]:
                            'a chat request needs a non-empty "messages" list, e.g. '
                            '{"model": "...", "messages": [{"role": "user", "content": '
                            '"Hello"}]}; for a plain prompt use /v1/completions.')
-    elif "prompt" not in body or body["prompt"] in (None, "", []):
+    elif _empty(body.get("prompt")) and _empty(body.get("prompt_embeds")):
         raise Rejected(400, "invalid",
                        'a completions request needs a "prompt", e.g. {"model": "...", '
                        '"prompt": "Once upon a time"}; for messages use /v1/chat/completions.')
-    _one_sequence(body)
-    return body
+    _one_sequence(path, body)
+    if config.max_prompt_tokens is None:
+        return None
+    try:
+        return budget.prompt_of(path, body, config)
+    except RecursionError:
+        raise Rejected(400, "invalid", "the request nests JSON too deeply to be counted; "
+                       "send a JSON object of messages or a prompt.") from None
 
 
-def _one_sequence(body: Mapping[str, Any]) -> None:
+def _one_sequence(path: str, body: Mapping[str, Any]) -> None:
     """Refuse what would run several sequences under one admission slot (module docstring)."""
     advice = ("this gateway admits one sequence per request, so that its cap on requests is a "
               "cap on the engine's work; send separate requests instead (each waits its turn).")
     for name in ("n", "best_of"):
         value = body.get(name)
         if value is not None and value != 1:
-            raise Rejected(400, "unsupported", f'"{name}": {json.dumps(value)[:20]} asks for '
+            raise Rejected(400, "unsupported", f'"{name}": {_short(value)} asks for '
                            f"several answers in one request; {advice}")
     if body.get("use_beam_search"):
         raise Rejected(400, "unsupported", f"beam search runs several sequences; {advice}")
-    prompt = body.get("prompt")
+    if path != "/v1/completions":
+        return  # the chat endpoint reads neither "prompt" nor "prompt_embeds"
+    prompt, embeds = body.get("prompt"), body.get("prompt_embeds")
     if isinstance(prompt, list) and len(prompt) > 1 and not all(
             isinstance(t, int) and not isinstance(t, bool) for t in prompt):
         raise Rejected(400, "unsupported", f'"prompt" is a list of {len(prompt)} prompts; '
                        f"{advice}")
+    if isinstance(embeds, list) and len(embeds) > 1:
+        raise Rejected(400, "unsupported", f'"prompt_embeds" is a list of {len(embeds)} '
+                       f"prompts; {advice}")
+    if not _empty(embeds) and not _empty(prompt):
+        raise Rejected(400, "unsupported", 'both "prompt" and "prompt_embeds": the engine runs '
+                       f"each as a sequence of its own; {advice}")
 
 
-async def prompt_tokens(config: GatewayConfig, upstream: ConnectionLeases,
-                        body: Mapping[str, Any], headers: Mapping[str, str]) -> tuple[int, str]:
-    """(prompt length in tokens, how it was counted): the upstream's /tokenize (the model's
-    own tokenizer, chat template included), else about 4 characters per token."""
-    model = body.get("model")
-    if "messages" in body:
-        payload: dict[str, Any] = {"model": model, "messages": body["messages"]}
-    else:
-        prompt = body["prompt"]
-        if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
-            return len(prompt), "token ids"
-        payload = {"model": model, "prompt": prompt[0] if isinstance(prompt, list) else prompt}
-    try:
-        async with upstream.lease() as client:
-            resp = await client.post(config.upstream + "/tokenize", json=payload,
-                                     headers=dict(headers), timeout=TOKENIZE_TIMEOUT_S)
-            resp.raise_for_status()
-            return int(resp.json()["count"]), "upstream /tokenize"
-    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-        logger.warning("POST %s/tokenize failed (%s); estimating prompt tokens as characters "
-                       "/ 4 instead", config.upstream, f"{type(exc).__name__}: {exc}"[:200])
-        return max(1, round(_text_chars(body) / 4)), "estimate, 4 characters per token"
+def _short(value: object) -> str:
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return json.dumps(value)[:20]
+    return _kind(value) if not isinstance(value, dict) else "an object"
 
 
-def _text_chars(body: Mapping[str, Any]) -> int:
-    """Characters of prompt text in a chat or completions body (for the 4-per-token guess)."""
-    if "messages" in body:
-        total = 0
-        for message in body["messages"]:
-            content = message.get("content") if isinstance(message, dict) else message
-            if isinstance(content, str):
-                total += len(content)
-            elif isinstance(content, list):
-                total += sum(len(p.get("text", "")) for p in content if isinstance(p, dict))
-        return total
-    prompt = body.get("prompt")
-    if isinstance(prompt, list):
-        return max((len(p) for p in prompt if isinstance(p, str)), default=0)
-    return len(prompt) if isinstance(prompt, str) else 0
+def _empty(value: object) -> bool:
+    return value is None or value == "" or value == []
+
+
+def _kind(value: object) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
