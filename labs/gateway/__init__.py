@@ -23,11 +23,11 @@ Its memory is bounded too, not only the engine's (labs.gateway.bound has the for
 each term holds): with C connections, H header bytes, R bodies read at once, B bytes a body,
 
     RSS <= base + C x (H + 32 KiB + 16 KiB) + R x (B + 80 KiB) + (N + M) x B
-                + [(N + M) x (B + 12 x max_prompt_tokens + 64 KiB)] + (N + R) x 192 KiB + 32 x B
+                + [(N + M) x (B + 12 x max_prompt_tokens + 64 KiB)] + (N + R) x 192 KiB + 48 x B
 
 each term held by a limit it enforces (max_connections, max_header_bytes, header_timeout_s,
 max_body_reads, max_body_bytes, body_timeout_s, N + M counting the requests whose prompt is
-being counted): about 300 MiB with the defaults, inside the pod's 512 MiB. A held request
+being counted): about 275 MiB with the defaults, inside the pod's 512 MiB. A held request
 keeps the bytes it sent, never a parsed tree; routes without a key take no body.
 
 On SIGTERM it drains (labs.gateway.server): nothing more is admitted (waiters get 503 +

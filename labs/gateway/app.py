@@ -54,7 +54,11 @@ READY_TIMEOUT_S = 0.5  # under the probes' 1 s, so a slow engine fails readiness
 VERSION_TIMEOUT_S = 5.0
 SMALL_ANSWER_BYTES = 64 * 1024  # /version's answer, read at most this far
 _FORWARDED_REQUEST_HEADERS = (b"accept", b"x-request-id", b"user-agent")
-_MODEL_CARD_PRIVATE = ("root",)  # vLLM's model card: `root` is the model's path on disk
+_MODEL_CARD_PRIVATE = ("root",)
+# The limits /health shows, so that clients (and benchmarks/hostile_clients.py) can size to them.
+_PUBLIC_LIMITS = ("max_prompt_tokens", "max_body_bytes", "body_timeout_s", "max_body_reads",
+                  "max_connections", "max_header_bytes", "header_timeout_s", "send_timeout_s",
+                  "shutdown_timeout_s")  # vLLM's model card: `root` is the model's path on disk
 _DRAIN_MESSAGES = {
     "draining": "the gateway is shutting down and admits nothing more. Retry after {retry} s "
                 "(another replica, or this one once it is back).",
@@ -95,8 +99,7 @@ class Gateway:
             limits=ONE_CONNECTION, timeout=httpx.Timeout(VERSION_TIMEOUT_S))
         self.admission = Admission(config.max_in_flight, config.max_queue)
         self.reads = intake.BodyReads(config.max_body_reads)
-        self.metrics = GatewayMetrics(self.admission,
-                                      memory_bound_bytes=memory_bound(config).total,
+        self.metrics = GatewayMetrics(self.admission, memory_bound=memory_bound(config),
                                       body_reads=lambda: self.reads.active)
         self.draining = False
         self._cut_at: float | None = None
@@ -424,6 +427,7 @@ def create_app(config: GatewayConfig, client: httpx.AsyncClient | None = None) -
             "in_flight": a.in_flight, "counting": a.reserved, "body_reads": gw.reads.active,
             "max_in_flight": a.max_in_flight, "max_queue": a.max_queue,
             "upstream": {"healthy": problem is None, **({"reason": problem} if problem else {})},
+            "limits": {name: getattr(config, name) for name in _PUBLIC_LIMITS},
         })
 
     async def metrics(request: Request) -> Response:

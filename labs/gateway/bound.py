@@ -24,7 +24,7 @@ one of these, each with the limit that caps it:
                                                  connection's buffers
           + PARSE   x B                          the one JSON parse at a time: json.loads runs
                                                  on the event loop, and the tree is dropped
-                                                 before the next await
+                                                 before the next await (PARSE = 48)
 
     C max_connections   H max_header_bytes   R max_body_reads   B max_body_bytes
     N max_in_flight     M max_queue          T max_prompt_tokens
@@ -32,8 +32,8 @@ one of these, each with the limit that caps it:
 Time bounds the rest: headers must arrive within header_timeout_s, bodies within
 body_timeout_s, and a client that takes no bytes for send_timeout_s is dropped, so a slow
 client holds its share for a bounded time and never more than its share. With the defaults
-(C 2,048, H 16 KiB, R 16, B 4 MiB, N 4, M 8, no T) the bound is about 420 MiB, inside the
-gateway pod's 512 MiB limit; `memory_bound(config)` gives it for any settings, the gateway
+(C 2,048, H 16 KiB, R 16, B 1 MiB, N 4, M 8, no T) the bound is about 275 MiB, inside the
+gateway pod's 512 MiB limit (connections 128, parse 48, body reads 17, held 12, base 64); `memory_bound(config)` gives it for any settings, the gateway
 exports it as `gateway_memory_bound_bytes` beside `process_resident_memory_bytes`, and
 benchmarks/hostile_clients.py prints the two side by side.
 """
@@ -54,8 +54,11 @@ RELAY_BYTES = 192 * KIB      # an upstream read (64 KiB), a socket write buffer 
                              # water), the upstream connection's buffers (64 KiB)
 TOKENIZE_BYTES_PER_TOKEN = 12  # /tokenize's answer lists the ids: "123456, " is 8 bytes
 TOKENIZE_SLACK_BYTES = 64 * KIB
-PARSE_FACTOR = 32            # json.loads' tree per byte, worst shapes (`[{},{},...]`), 3.11
-BASE_BYTES = 96 * MIB        # the process before its first request (measured: about 60 MiB)
+PARSE_FACTOR = 48            # json.loads' tree per byte of text, worst shape: one-element arrays
+                             # nested deep, `[[[[0]]]],...`: 45x on CPython 3.11 (flat `[{},...]`
+                             # 25x, numbers 5-9x, short strings 13x: tests/test_gateway_bounds.py)
+BASE_BYTES = 64 * MIB        # the process before its first request (measured: 46 MiB, 3.11)
+# Measured for a connection: 5 KiB idle, 20 KiB holding 15 KB of unfinished headers.
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,9 @@ class MemoryBound:
     def total(self) -> int:
         return (self.base + self.connections + self.body_reads + self.held + self.counting
                 + self.relays + self.parse)
+
+    def terms(self) -> dict[str, int]:
+        return dict(self.__dict__)
 
     @property
     def growth(self) -> int:

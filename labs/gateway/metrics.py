@@ -21,10 +21,14 @@ own `process_resident_memory_bytes` beside `gateway_memory_bound_bytes`
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from .admission import SHED_REASONS, Admission
+
+if TYPE_CHECKING:
+    from .bound import MemoryBound
 
 REJECT_REASONS = ("invalid", "unsupported", "body_too_large", "body_timeout",
                   "prompt_too_long", "unauthorized", "body_not_allowed", "bad_request",
@@ -40,7 +44,7 @@ _QUEUE_WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 class GatewayMetrics:
     """Every counter, gauge and histogram the gateway exposes on /metrics."""
 
-    def __init__(self, admission: Admission, *, memory_bound_bytes: int | None = None,
+    def __init__(self, admission: Admission, *, memory_bound: MemoryBound | None = None,
                  body_reads: Callable[[], float] | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -62,9 +66,11 @@ class GatewayMetrics:
             "gateway_connections_refused",
             "Connections closed unanswered because max_connections were open", registry=r)
         bound = Gauge("gateway_memory_bound_bytes",
-                      "The memory bound of these settings (labs.gateway.bound)", registry=r)
-        if memory_bound_bytes is not None:
-            bound.set(memory_bound_bytes)
+                      "The memory bound of these settings, and each of its terms "
+                      "(labs.gateway.bound)", ["term"], registry=r)
+        if memory_bound is not None:
+            for term, value in {"total": memory_bound.total, **memory_bound.terms()}.items():
+                bound.labels(term=term).set(value)
         ProcessCollector(registry=r)  # process_resident_memory_bytes, on Linux
         self.admitted = Counter("gateway_admitted", "Requests that got an engine slot",
                                 registry=r)

@@ -218,7 +218,8 @@ class GatewayServer(uvicorn.Server):
             http=guarded_protocol(config, gateway.metrics),
             h11_max_incomplete_event_size=config.max_header_bytes,
             timeout_keep_alive=SERVER_KEEP_ALIVE_S,
-            timeout_graceful_shutdown=config.shutdown_timeout_s + CUT_GRACE_S))  # type: ignore[arg-type]
+            timeout_graceful_shutdown=config.shutdown_timeout_s + CUT_GRACE_S,  # type: ignore
+        ))
         self.gateway = gateway
 
     async def shutdown(self, sockets: Any = None) -> None:
