@@ -33,8 +33,8 @@ _LAZY_NAMES = {
     "SLO": "results", "RunResult": "results",
 }
 _SUBMODULES = ("article", "calibration", "ceiling", "checks", "cost", "experiments",
-               "lessons", "loadgen", "metrics", "prefixcache", "server", "servermodel", "simulate",
-               "sizing")
+               "kvwait", "lessons", "loadgen", "metrics", "prefixcache", "server", "servermodel", "simulate",
+               "sizing", "stepsplit", "admission_runs")
 
 __all__ = [
     "ConfigError", "LabsError", "ModelError", "PortInUse", "ServerAlreadyRunning",

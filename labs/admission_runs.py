@@ -6,7 +6,6 @@ profile's engine *is* the `bounded` profile, so both setups are one server.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any
 
@@ -16,21 +15,25 @@ from .servermodel import ServerLimits, flag_value, with_flags
 TOO_LONG = 1.25  # the too-long prompt, as a multiple of max_model_len
 
 
-def closing_burst(limits: ServerLimits, backend: str, users: int) -> Any:
-    """04's burst (`labs.sizing.kv_burst`: `users`, 3.3x the pool) sized on the `bounded`
-    profile's limits (the same pool as 04's `kv-pressure`), with every prompt within the
-    gateway's `--max-prompt-tokens`: where 04's prompts are longer than that budget, the same
-    demand over more users, so the gateway judges load, not length."""
+def closing_burst(cost: Any, limits: ServerLimits, backend: str, *, ci: bool) -> Any:
+    """04's burst (`labs.kvwait.plan`, from the same calibration, so the same users, prompts
+    and answers as 04 ran). 04 designs it against the `naive` pool, which 05 does not start;
+    any pool that holds the whole burst gives the same design (the control's replay does not
+    depend on its size once everyone fits), so on the CPU a pool ten times `limits`' stands in.
+    Refused with a ConfigError if a prompt is over the gateway's `--max-prompt-tokens`: the
+    gateway would then judge length, not load."""
+    from .kvwait import plan
     from .profiles import get_profile
-    from .sizing import kv_burst
 
-    burst = kv_burst(with_flags(limits, get_profile("bounded").flags(backend)), users=users)
+    control = limits
+    if backend == "cpu":
+        control = replace(limits, num_blocks=10 * limits.num_blocks,
+                          max_model_len=max(limits.max_model_len, 8192))
+    burst = plan(cost, control, backend, ci=ci)
     budget = flag_value(get_profile("gateway").gateway(backend) or (), "max-prompt-tokens")
     if budget and burst.prompt_tokens > int(budget):
-        more = math.ceil(burst.demand_tokens / int(budget))
-        burst = replace(burst, users=more, prompt_tokens=burst.demand_tokens // more,
-                        why=f"{more} users: {burst.users} prompts of {burst.prompt_tokens:,} "
-                            f"would each be over the gateway's --max-prompt-tokens={budget}")
+        raise ConfigError(f"04's prompts ({burst.prompt_tokens:,} tokens) are over the gateway's "
+                          f"--max-prompt-tokens={budget}; raise it in labs/profiles.py.")
     return burst
 
 

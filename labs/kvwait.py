@@ -32,6 +32,8 @@ from .simulate import Replay, replay
 from .workload import Burst
 
 TARGET_POOL_SHARE = 0.65  # predicted; the lesson asserts >= 0.5 measured (04)
+SAFE_POOL_SHARE = 0.6  # below this the noise of two runs can cross the lesson's 0.5: never chosen
+                       # while a longer burst can reach it
 ARTICLE_RATIO = 128_000 / 38_816  # the article's prompts over its pool: 3.3x
 PROMPT_BLOCKS = (1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 250)  # prompt lengths, in blocks
 OUTPUTS = (64, 128, 192, 256, 384, 512)
@@ -145,7 +147,10 @@ def design(cost: StepCost, control: ServerLimits, users: int | Sequence[int], *,
            outputs: Sequence[int] = OUTPUTS) -> PoolBurst:
     """The burst of `users` (a count, or counts to choose from) whose two runs (pressure and control) fit `budget_s` of predicted
     time and whose predicted pool share is at least `target_share`, the shortest such; if none
-    reaches the target within the budget, the one with the largest share that fits.
+    reaches the target within the budget, the one with the largest share that fits, as long as
+    that share is at least SAFE_POOL_SHARE; otherwise the shortest that reaches the target,
+    over the budget (the lesson must hold: a slow machine pays in time, and `why` says "over
+    the budget").
 
     `control` is the server's own pool (the `naive` profile); `pressure` a pool pinned by a
     profile (the CPU's 40 blocks), or None to size one per candidate (`pressure_pool`).
@@ -166,9 +171,10 @@ def design(cost: StepCost, control: ServerLimits, users: int | Sequence[int], *,
             duration = on_small.duration_s + on_large.duration_s
             meets = wait.pool_share >= target_share
             within = duration <= budget_s
-            # rank: within budget first, then reaching the target, then shorter (if it
-            # reaches the target) or larger share (if not)
-            key = (within, meets, -duration if meets else wait.pool_share)
+            # rank: clear of the lesson's floor first, then within budget, then reaching the
+            # target, then shorter (if it reaches the target) or larger share (if not)
+            safe = wait.pool_share >= SAFE_POOL_SHARE
+            key = (safe, within, meets, -duration if meets else wait.pool_share)
             if best is None or key > best[0]:
                 why = (f"predicted pool share {wait.pool_share:.0%} "
                        f"({'meets' if meets else 'below'} the {target_share:.0%} target) in "
@@ -194,7 +200,8 @@ def _feasible(small: ServerLimits, control: ServerLimits, users: int, prompt: in
             and users * control.blocks_for(total) <= CONTROL_HEADROOM * control.num_blocks)
 
 
-CI_BUDGET_S = 75.0    # both runs of 04 under `make test`; the slowest CPU kind needs about this
+CI_BUDGET_S = 90.0    # both runs of 04 under `make test`: the slowest CPU kind (2-core AVX2)
+                      # needs 78 s to reach the target share (75 s gave 62 %)
 FULL_BUDGET_S = 150.0  # for the pool's predicted share to reach the target
 
 
@@ -207,17 +214,20 @@ def plan(cost: StepCost, control: ServerLimits, backend: str, *, ci: bool) -> Po
     from .servermodel import with_flags
 
     budget = CI_BUDGET_S if ci else FULL_BUDGET_S
+    if backend not in ("cpu", "gpu"):
+        raise ConfigError(f"backend must be 'cpu' or 'gpu', not {backend!r}.")
     if backend == "cpu":
         pinned = with_flags(control, get_profile("kv-pressure").flags("cpu"))
         return design(cost, control, (8, 12, 16), budget_s=budget, pressure=pinned)
     return design(cost, control, (32, 48, 64), budget_s=budget)
 
 
-def article_split(output_tokens: int = 256) -> tuple[WaitSplit, Replay, Replay]:
+def article_split(output_tokens: int = 64) -> tuple[WaitSplit, Replay, Replay]:
     """The article's burst (32 users x 4,000-token prompts on 2,426 blocks of 16) replayed on
     its card's datasheet (RTX 4000 Ada, Qwen2.5-7B in bf16) with its pool and with a pool that
-    holds it. The article gives no answer length; `output_tokens` is assumed. The datasheet
-    step runs at 100 % of peak, so compute's share is a lower bound."""
+    holds it. The article gives no answer length; `output_tokens` is assumed (64 is the length
+    whose replay lands on its ~55 s). The datasheet step runs at 100 % of peak, so compute's
+    share is a lower bound."""
     from . import article
     from .predict import datasheet_limits, datasheet_steps
 
@@ -277,3 +287,19 @@ def findings(burst: PoolBurst, pool: Any, summary: dict, requests: Any, signals:
         "wait_split_predicted": predicted.to_dict(), "wait_split_measured": measured.to_dict(),
         "article_wait_split_predicted": article_wait.to_dict(),
     }
+
+
+def article_table(outputs: Sequence[int] = (64, 128, 256)) -> Any:
+    """`article_split` for several assumed answer lengths, one row each: the compute part does
+    not depend on them (prefill of 128,000 prompt tokens), the pool's part does."""
+    import pandas as pd
+
+    rows = []
+    for out in outputs:
+        wait, on_small, _ = article_split(out)
+        rows.append({"answer tokens (assumed)": out,
+                     "last TTFT, its pool (s)": wait.pressure_last_ttft_s,
+                     "compute: pool that holds it (s)": wait.control_last_ttft_s,
+                     "waiting for blocks (s)": wait.pool_wait_s,
+                     "the pool's share": wait.pool_share, "preemptions": on_small.preemptions})
+    return pd.DataFrame(rows).set_index("answer tokens (assumed)")

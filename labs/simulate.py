@@ -160,9 +160,11 @@ class _Engine:
         req.blocks = 0
 
     def _preempt_for(self, req: SimRequest) -> bool:
-        """Free blocks for `req` by preempting the latest admitted other sequence (the
-        running list is in admission order, so that is its last live entry)."""
-        victim = next((r for r in reversed(self.running) if r.running and r is not req), None)
+        """Free blocks for `req` by preempting the latest admitted running sequence (the
+        running list is in admission order, so that is its last live entry), as vLLM V1 does.
+        When that is `req` itself, vLLM preempts it and schedules nothing for it: returns
+        False, with `req` back in the waiting queue."""
+        victim = next((r for r in reversed(self.running) if r.running), None)
         if victim is None:
             return False
         victim.running = False
@@ -171,33 +173,32 @@ class _Engine:
         victim.prefill_target = victim.prompt_tokens + victim.generated
         self.preemptions += 1
         self.waiting.appendleft(victim)
-        return True
+        return victim is not req
 
     def step(self) -> list[tuple[SimRequest, int]]:
         """Schedule one step: [(request, tokens it computes)], before any of them runs."""
         budget = self.limits.max_num_batched_tokens
         plan: list[tuple[SimRequest, int]] = []
+        preempted_before = self.preemptions
         for req in self.running:
             if not req.running or budget <= 0:
                 continue  # preempted earlier in this step, or no budget left
-            if req.prefilling:  # a prompt still being prefilled, in chunks
-                n = min(req.prefill_target - req.kv_tokens, budget)
-                if self._grow(req, req.kv_tokens + n):
-                    plan.append((req, n))
-                    budget -= n
-                continue
-            while not self._grow(req, req.kv_tokens + 1):
+            # a prompt still being prefilled takes its next chunk; a decoding sequence one token
+            n = min(req.prefill_target - req.kv_tokens, budget) if req.prefilling else 1
+            while not self._grow(req, req.kv_tokens + n):
                 if not self._preempt_for(req):
                     break
-            if req.blocks >= self.limits.blocks_for(req.kv_tokens + 1):
-                plan.append((req, 1))
-                budget -= 1
+            if req.running and req.blocks >= self.limits.blocks_for(req.kv_tokens + n):
+                plan.append((req, n))
+                budget -= n
         # A sequence preempted after it was planned gives its place back.
         kept = [(req, n) for req, n in plan if req.running]
         budget += sum(n for _, n in plan) - sum(n for _, n in kept)
         plan = kept
         self.running = [r for r in self.running if r.running]
-        while self.waiting and budget > 0 and len(self.running) < self.limits.max_num_seqs:
+        # vLLM admits nobody in a step that had to preempt (the pool is short as it is)
+        while (self.waiting and budget > 0 and len(self.running) < self.limits.max_num_seqs
+               and self.preemptions == preempted_before):
             req = self.waiting[0]
             n = min(req.prefill_target - req.kv_tokens, budget)
             if not self._grow(req, req.kv_tokens + n):

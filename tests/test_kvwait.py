@@ -127,7 +127,7 @@ def test_what_each_cpu_gets_under_ci_and_in_full(cpu_plans) -> None:
     outcome = {key: ("meets" in b.why, "within" in b.why) for key, b in cpu_plans.items()}
     assert outcome["avx512", True] == (True, True)     # this machine: target met in CI
     assert outcome["avx512", False] == (True, True)
-    assert outcome["avx2", True] == (False, True)      # slowest AVX2: 75 s buys ~62 %, below
+    assert outcome["avx2", True] == (True, True)       # slowest AVX2: 90 s buys 67 % in 78 s
     assert outcome["avx2", False] == (True, True)      # 150 s buys the target
     # Twice as slow: no burst fits the CI budget at all; the design says "over" (the one that
     # reaches the target soonest); in 150 s it fits but stays below the target.

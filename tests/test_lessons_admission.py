@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 
-from labs import admission_runs, article
+from labs import admission_runs, article, kvwait
 from labs.errors import ConfigError
 from labs.lessons import LessonNotHeld, admission
 from labs.results import SLO, RequestRecord, RunResult
-from labs.servermodel import ServerLimits
+from labs.servermodel import LinearSteps, ServerLimits
 from labs.workload import Burst, Workload
 
 # --------------------------------------------------------------------------------------------
@@ -202,16 +203,29 @@ CPU_SMALL_POOL = ServerLimits(40, 128, 2048, 128, 2048)   # kv-pressure on the C
 ARTICLE_NAIVE = ServerLimits(article.NUM_GPU_BLOCKS, article.BLOCK_SIZE, 32768, 256, 2048)
 
 
-def test_the_cpu_burst_is_04s_demand_within_the_gateways_prompt_budget() -> None:
-    burst = admission_runs.closing_burst(CPU_SMALL_POOL, "cpu", users=16)
-    assert burst.pool_tokens == 5120 and burst.prompt_tokens <= 1024 < 1055
-    assert burst.users == 17 and burst.demand_tokens == pytest.approx(16 * 1055, abs=17)
-    assert "--max-prompt-tokens=1024" in burst.why
+AVX512 = LinearSteps(fixed_s=0.050, per_seq_s=0.00154, per_context_token_s=3.9e-6,
+                     prefill_tok_s=1488, request_overhead_s=0.040, per_prefill_pair_s=5.7e-7)
 
 
-def test_the_article_burst_is_the_articles() -> None:
-    burst = admission_runs.closing_burst(ARTICLE_NAIVE, "gpu", users=article.KV_USERS)
-    assert (burst.users, burst.prompt_tokens) == (32, 4000)
+def test_the_closing_burst_is_04s_and_fits_the_gateways_prompt_budget() -> None:
+    burst = admission_runs.closing_burst(AVX512, CPU_SMALL_POOL, "cpu", ci=True)
+    naive = ServerLimits(364, 128, 8192, 128, 2048)   # the pool 04 designs against
+    assert (burst.users, burst.prompt_tokens, burst.output_tokens) == \
+        (lambda b: (b.users, b.prompt_tokens, b.output_tokens))(kvwait.plan(AVX512, naive, "cpu", ci=True))
+    assert burst.prompt_tokens <= 1024 and burst.pressure.pool_tokens == 5120
+
+
+def test_a_prompt_over_the_gateways_budget_is_refused_in_words(monkeypatch) -> None:
+    from labs import profiles
+
+    gateway = profiles.get_profile("gateway")
+    flags = tuple(f if not f.startswith("--max-prompt-tokens") else "--max-prompt-tokens=100"
+                  for f in gateway.gateway("cpu"))
+    monkeypatch.setattr(profiles, "get_profile",
+                        lambda name: replace(gateway, gateway_cpu_flags=flags) if name == "gateway"
+                        else profiles.PROFILES[name])
+    with pytest.raises(ConfigError, match="--max-prompt-tokens=100"):
+        admission_runs.closing_burst(AVX512, CPU_SMALL_POOL, "cpu", ci=True)
 
 
 def test_caps_against_the_pool_here_and_on_the_articles_card() -> None:
