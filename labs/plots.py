@@ -173,3 +173,18 @@ def kv_staircase(measured: Mapping[str, Sequence[float]], predicted: Mapping[str
     fig.text(0.5, 0.005, where(meta), ha="center", fontsize=8, color="gray")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
+
+
+def retry_timeline(tables: Mapping[str, pd.DataFrame]) -> Figure:
+    """05: every answer each client setting got back, in time (green 200, red refused): a
+    constant Retry-After would show as red columns, waves of retries arriving together."""
+    fig, ax = plt.subplots(figsize=(7, 2.5))
+    for y, table in enumerate(tables.values()):
+        got = [(t, s) for ts, ss in zip(table["came_back_s"], table["statuses"])
+               for t, s in zip(ts, ss)]
+        ax.scatter([t for t, _ in got], [y] * len(got), marker="|", s=400,
+                   c=["tab:green" if s == 200 else "tab:red" for _, s in got])
+    ax.set_yticks(range(len(tables)), list(tables))
+    ax.set_xlabel("s after the burst: each answer the client got back (green 200, red 503)")
+    fig.tight_layout()
+    return fig

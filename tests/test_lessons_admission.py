@@ -246,3 +246,15 @@ def test_the_burst_table() -> None:
     assert (row["served"], row["refused"], row["max_running"], row["preemptions"]) == (2, 1, 3, 0)
     assert row["ttft_max_s"] == pytest.approx(4.6)
     assert row["slowest_refusal_ms"] == pytest.approx(10)
+
+
+def test_the_client_lesson_holds_on_counts_and_fails_when_retries_lose_requests() -> None:
+    once = {"requests": 12, "attempts": 12, "served": 3}
+    default = {"requests": 12, "attempts": 27, "served": 10}
+    assert admission.client_sees_the_refusal(once, default, 3)["slots"] == 3
+    with pytest.raises(LessonNotHeld, match="told at once.*attempts = 20"):
+        admission.client_sees_the_refusal({**once, "attempts": 20}, default, 3)  # retried anyway
+    with pytest.raises(LessonNotHeld, match="default: served = 2"):
+        admission.client_sees_the_refusal(once, {**default, "served": 2}, 3)
+    with pytest.raises(LessonNotHeld):
+        admission.client_sees_the_refusal({**once, "served": 4}, default, 3)  # more than N slots

@@ -44,7 +44,7 @@ and under the gateway (`burst_bounded`), and one prompt longer than max_model_le
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ConfigError
@@ -208,3 +208,19 @@ def too_long_refused(status: int | None, seconds: float, *, lone_s: float,
 __all__ = ["goodput_above_naive", "goodput_margin", "served_within_slo", "misses_allowed",
            "binomial_tail", "naive_backlog", "overload", "burst_bounded", "too_long_refused",
            "Z", "ATTAINMENT", "ALPHA", "BACKLOG_FACTOR", "BAND", "FLAGS_FACTOR"]
+
+
+def client_sees_the_refusal(once: Mapping[str, float], default: Mapping[str, float],
+                            slots: int) -> dict:
+    """The `openai` client and the gateway's 503: with `max_retries=0` each request is sent
+    once and no more than the N slots are served; with the default (2 retries) the gateway
+    is sent at most three attempts a request, and retries never serve fewer than no retries.
+    Counts, not times: they hold on any machine."""
+    return require("a refused client is told at once, and its retries are the client's choice",
+                   once["attempts"] == once["requests"] and once["served"] <= slots
+                   and default["attempts"] <= 3 * default["requests"]
+                   and default["served"] >= once["served"],
+                   {"max_retries=0: attempts": int(once["attempts"]),
+                    "requests": int(once["requests"]), "served": int(once["served"]),
+                    "slots": slots, "default: attempts": int(default["attempts"]),
+                    "default: served": int(default["served"])})
