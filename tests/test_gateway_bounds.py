@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 import threading
 import time
 import tracemalloc
@@ -325,14 +326,24 @@ def _read_response(sock: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
+def _slow_body(g: GatewayThread, declared: int) -> socket.socket:
+    sock = g.connect()
+    sock.sendall(request("/v1/chat/completions", b"")
+                 .replace(b"Content-Length: 0", f"Content-Length: {declared}".encode()) + b'{"mo')
+    return sock
+
+
 def test_bodies_read_at_once_are_capped_and_slow_ones_get_408() -> None:
-    with GatewayThread(config(max_body_reads=2, body_timeout_s=0.6)) as g:
-        slow = []
-        for _ in range(2):
-            sock = g.connect()
-            sock.sendall(request("/v1/chat/completions", b"")
-                         .replace(b"Content-Length: 0", b"Content-Length: 1000") + b'{"mo')
-            slow.append(sock)
+    """Bodies being read hold at most max_body_reads x max_body_bytes, each reserving its
+    declared length: two slow full-size ones fill it, ten slow small ones do not."""
+    with GatewayThread(config(max_body_reads=2, max_body_bytes=4096, body_timeout_s=0.6)) as g:
+        small = [_slow_body(g, 100) for _ in range(10)]
+        _wait_for(lambda: g.gw.reads.active == 10, 5, "the small bodies are not being read")
+        assert g.gw.reads.reserved_bytes == 1000
+        for sock in small:
+            sock.close()
+        _wait_for(lambda: g.gw.reads.active == 0, 5, "the small bodies were not let go")
+        slow = [_slow_body(g, 4096) for _ in range(2)]
         _wait_for(lambda: g.gw.reads.active == 2, 5, "the slow bodies are not being read")
         third = httpx.post(g.url + "/v1/chat/completions", json=chat(), headers=AUTH)
         assert third.status_code == 503  # its body is dropped unread: the connection stays
@@ -343,11 +354,30 @@ def test_bodies_read_at_once_are_capped_and_slow_ones_get_408() -> None:
         for sock in slow:
             status, _, body = split(recv_all(sock))
             assert status == 408 and json.loads(body)["error"]["reason"] == "body_timeout"
-        assert g.gw.reads.active == 0
+        assert g.gw.reads.active == 0 and g.gw.reads.reserved_bytes == 0
         assert httpx.post(g.url + "/v1/chat/completions", json=chat(),
                           headers=AUTH).status_code == 200
         assert g.metric("gateway_shed_total", reason="intake_full") == 1
         accounted(g)
+
+
+def test_a_body_refused_unread_is_dropped_so_the_answer_arrives_and_then_times_out() -> None:
+    """A refusal before the body (here: a wrong key) is answered at once; the server reads
+    and drops the rest, so the client, still sending, gets the answer rather than a reset,
+    and the connection serves the next request. A body that stops coming is cut off after
+    body_timeout_s."""
+    with GatewayThread(config(body_timeout_s=0.5)) as g:
+        with httpx.Client(timeout=10) as client:
+            wrong = client.post(g.url + "/v1/chat/completions", content=b"x" * 500_000,
+                                headers={"Authorization": "Bearer wrong"})
+            assert wrong.status_code == 401 and "connection" not in wrong.headers
+            assert client.get(g.url + "/livez").status_code == 200  # the same connection
+        stalled = g.connect()
+        stalled.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Length: 100000\r\n\r\n" + b"x" * 10)
+        started = time.monotonic()
+        reply = recv_all(stalled)
+        assert reply.startswith(b"HTTP/1.1 401") and 0.4 < time.monotonic() - started < 3
 
 
 def test_routes_without_a_key_take_no_body() -> None:
@@ -718,3 +748,86 @@ def test_the_new_limits_are_flags_and_travel_with_the_config() -> None:
     assert (c.max_connections, c.max_header_bytes, c.header_timeout_s,
             c.max_body_reads) == (7, 2048, 1.5, 3)
     assert config_from(_parser().parse_args(c.to_args())) == c
+
+
+# --------------------------------------------------------------------------------------------
+# benchmarks/hostile_clients.py itself, against a gateway process in front of a fake engine
+
+
+class FakeEngine:
+    """Just enough of vLLM's API on a socket for benchmarks/hostile_clients.py: streams
+    `max_tokens` tokens, 20 ms apart; /tokenize counts 4 characters a token."""
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        path = scope["path"]
+
+        async def answer(payload: dict, status: int = 200) -> None:
+            data = json.dumps(payload).encode()
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": data})
+
+        if path in ("/health", "/version"):
+            await answer({"version": "fake"})
+        elif path == "/v1/models":
+            await answer({"object": "list", "data": [{"id": "fake", "root": "/srv/fake"}]})
+        elif path == "/tokenize":
+            await answer({"count": max(1, len(body) // 4)})
+        else:
+            request = json.loads(body)
+            if not request.get("stream"):
+                await answer({"choices": [{"text": "ok"}]})
+                return
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream")]})
+            try:
+                for _ in range(request.get("max_tokens") or 16):
+                    await send({"type": "http.response.body", "more_body": True,
+                                "body": sse({"choices": [{"delta": {"content": " x"}}]})})
+                    await asyncio.sleep(0.02)
+                await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+            except OSError:
+                pass
+
+
+def test_the_hostile_clients_benchmark_passes_against_a_fake_engine(tmp_path) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    from labs.gateway import start_gateway_process, stop_gateway_process, wait_gateway_healthy
+    from labs.server import free_port
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "hostile_clients.py"
+    spec = importlib.util.spec_from_file_location("hostile_clients", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["hostile_clients"] = bench  # its dataclasses look their module up
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    with StubServer(FakeEngine()) as engine:
+        port = free_port()
+        gateway_config = GatewayConfig(
+            engine.url, max_in_flight=2, max_queue=1, api_key=KEY, max_prompt_tokens=100,
+            max_connections=64, header_timeout_s=1.0, max_body_reads=4,
+            max_body_bytes=256 * 1024, send_timeout_s=5.0)
+        log = tmp_path / "gateway.log"
+        proc = start_gateway_process(gateway_config, port, log)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_gateway_healthy(url, 30, proc=proc, log_path=log)
+            report = bench.run(url, KEY, "fake", upstream=engine.url)
+        finally:
+            stop_gateway_process(proc)
+    wrong = [c for c in report["cases"] if not c["ok"]]
+    assert not wrong, wrong
+    assert report["unexpected_5xx"] == 0 and report["after"]["lost"] == 0
+    assert report["healthy_after"], report["after"]
+    assert report["memory_within_bound"], report["memory"]
+    drain = next(c for c in report["cases"] if c["name"] == "drain with a waiter")
+    assert "error event" in drain["note"]

@@ -8,13 +8,13 @@
     GET  /health    200 while it runs, with the queue and the engine's readiness, for people
     GET  /metrics   the gateway's own Prometheus metrics
 
-Only the keyed routes read a body (`max_body_reads` at once, labs.gateway.bound); the others
-refuse one (413), so that nobody can make the gateway hold bytes without the key. Probes of
-the engine are shared: however many /readyz and /health requests arrive at once, one request
-at a time goes to the engine's /health, on one connection of its own. Answers never carry an
-exception's text, the upstream's address or the model's path on disk (`root` in /v1/models),
-and no URL is built from the client's Host header (no trailing-slash redirects: a 404 says
-which route was meant).
+Only the keyed routes read a body (max_body_reads full-size ones at once, labs.gateway.bound);
+the others refuse one (413), so that nobody can make the gateway hold bytes without the key.
+Probes of the engine are shared: however many /readyz and /health requests arrive at once,
+one request at a time goes to the engine's /health, on one connection of its own. Answers
+never carry an exception's text, the upstream's address or the model's path on disk (`root`
+in /v1/models), and no URL is built from the client's Host header (no trailing-slash
+redirects: a 404 says which route was meant).
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ _DRAIN_MESSAGES = {
     "draining": "the gateway is shutting down and admits nothing more. Retry after {retry} s "
                 "(another replica, or this one once it is back).",
     "intake_full": "the gateway is reading as many request bodies as it holds at once "
-                   "({limit}, max_body_reads). Retry after {retry} s, or send requests at a "
-                   "lower rate.",
+                   "(max_body_reads={limit} bodies of max_body_bytes). Retry after {retry} s, "
+                   "or send requests at a lower rate.",
 }
 
 
@@ -98,7 +98,7 @@ class Gateway:
         self._probe_client = client or httpx.AsyncClient(
             limits=ONE_CONNECTION, timeout=httpx.Timeout(VERSION_TIMEOUT_S))
         self.admission = Admission(config.max_in_flight, config.max_queue)
-        self.reads = intake.BodyReads(config.max_body_reads)
+        self.reads = intake.BodyReads(config.max_body_reads * config.max_body_bytes)
         self.metrics = GatewayMetrics(self.admission, memory_bound=memory_bound(config),
                                       body_reads=lambda: self.reads.active)
         self.draining = False
@@ -234,7 +234,8 @@ class _AdmittedRoute:
         except Rejected as rejected:
             await gw.reject(send, rejected, close=close)
             return
-        if gw.draining or not gw.reads.enter():
+        size = intake.reservation(gw.config, headers)
+        if gw.draining or not gw.reads.enter(size):
             await gw.shed(send, "draining" if gw.draining else "intake_full", close=close)
             return
         try:
@@ -256,7 +257,7 @@ class _AdmittedRoute:
         except ConnectionError:
             return  # gone before its request was even complete: nothing to answer
         finally:
-            gw.reads.leave()
+            gw.reads.leave(size)
         exchange = Exchange(gw, self.path, raw, gw.upstream_headers(scope["headers"]), send,
                             prompt)
         await run_until_disconnect(exchange, receive)
@@ -281,7 +282,10 @@ class _PassthroughRoute:
         except Rejected as rejected:
             await gw.reject(send, rejected, close=close)
             return
-        if not gw.reads.enter():
+        # /v1/models' answer is read whole (at most max_body_bytes); /tokenize's is relayed
+        size = (gw.config.max_body_bytes if self.path == "/v1/models"
+                else intake.reservation(gw.config, headers))
+        if not gw.reads.enter(size):
             await gw.shed(send, "intake_full", close=close)
             return
         relay = _Relay(send, gw.config.send_timeout_s)
@@ -300,7 +304,7 @@ class _PassthroughRoute:
             if not relay.started:
                 await gw.shed(send, "draining", close=True)
         finally:
-            gw.reads.leave()
+            gw.reads.leave(size)
 
     async def _proxy(self, method: str, raw: bytes, headers: list[tuple[bytes, bytes]],
                      relay: _Relay) -> None:

@@ -9,10 +9,11 @@ one of these, each with the limit that caps it:
                                                  (431 beyond H), two socket reads (a read
                                                  size set on every socket, labs.gateway.server)
                                                  and its objects and a short answer
-          + R       x (B + UVICORN + READ)       each body being read (max_body_reads, else 503
+          + R       x (B + UVICORN + READ)       the bodies being read: R x B bytes in all, each
+                                                 reserving its declared length (else 503
                                                  intake_full; /tokenize and /v1/models while
                                                  proxied count too), with uvicorn's buffer
-                                                 under it (it stops reading beyond UVICORN)
+                                                 under them (it stops reading beyond UVICORN)
           + (N + M) x B                          each request held (running, waiting or being
                                                  counted): the bytes it sent, validated,
                                                  never a parsed tree
@@ -33,8 +34,9 @@ Time bounds the rest: headers must arrive within header_timeout_s, bodies within
 body_timeout_s, and a client that takes no bytes for send_timeout_s is dropped, so a slow
 client holds its share for a bounded time and never more than its share. With the defaults
 (C 2,048, H 16 KiB, R 16, B 1 MiB, N 4, M 8, no T) the bound is about 275 MiB, inside the
-gateway pod's 512 MiB limit (connections 128, parse 48, body reads 17, held 12, base 64); `memory_bound(config)` gives it for any settings, the gateway
-exports it as `gateway_memory_bound_bytes` beside `process_resident_memory_bytes`, and
+gateway pod's 512 MiB limit (connections 128, parse 48, body reads 17, held 12, base 64);
+`memory_bound(config)` gives it for any settings, the gateway exports it (and each term) as
+`gateway_memory_bound_bytes` beside `process_resident_memory_bytes`, and
 benchmarks/hostile_clients.py prints the two side by side.
 """
 

@@ -32,9 +32,9 @@ class GatewayConfig:
                           memory whole (labs.gateway.bound), and the gateway's pod has 512 MiB;
                           1 MiB is some 250,000 tokens of text, 30x the longest prompt here
     body_timeout_s        the whole request body must arrive within this long (408)
-    max_body_reads        requests reading their body at once, with /tokenize and /v1/models
-                          while they are proxied (more: 503 intake_full): the bodies outside
-                          admission
+    max_body_reads        bodies read at once, in bytes: max_body_reads x max_body_bytes in
+                          all (each reserves its declared length; /tokenize and /v1/models
+                          while proxied too); beyond, 503 intake_full
     max_connections       client connections open at once; one more is closed unanswered
     max_header_bytes      request line + headers (431 beyond), h11's incomplete-event limit
     header_timeout_s      a request's line and headers must arrive within this long of its

@@ -5,8 +5,9 @@ microseconds each and the engine nothing: the key (401), then the body's size an
 time (413, 408), then its shape (400), and last its prompt length (labs.gateway.budget),
 which costs a round trip to the upstream's tokenizer (413).
 
-The body is read whole, at most `max_body_bytes`, by at most `max_body_reads` requests at
-once (`BodyReads`; labs.gateway.bound says why each limit is there). It is parsed once, to
+The body is read whole, at most `max_body_bytes`, and the bodies being read at once hold at
+most `max_body_reads` x `max_body_bytes` bytes in all (`BodyReads`: each reserves its
+declared length first; labs.gateway.bound says why each limit is there). It is parsed once, to
 check it; what a held request keeps is those bytes (forwarded as sent) and, with a budget,
 the few bytes counting needs, never the parsed tree, which for some JSON shapes is thirty
 times the size of its text.
@@ -38,21 +39,37 @@ logger = logging.getLogger("labs.gateway")
 
 
 class BodyReads:
-    """How many requests are reading a body (or being proxied outside admission) now; at
-    most `limit`. Not a queue: one more is refused at once (503 intake_full), because a body
-    nobody reads costs nothing but the connection it came on."""
+    """The bytes reserved by the bodies being read now (and by /tokenize and /v1/models while
+    they are proxied): at most `limit_bytes`. Each reserves what it may hold, its declared
+    Content-Length (max_body_bytes when chunked), so a slow body holds its share and no
+    more, and a crowd of small ones fits where a few large ones would not. Not a queue: one
+    that does not fit is refused at once (503 intake_full), because a body nobody reads costs
+    nothing but the connection it came on."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit, self.active = limit, 0
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self.reserved_bytes = 0
+        self.active = 0
 
-    def enter(self) -> bool:
-        if self.active >= self.limit:
+    def enter(self, size: int) -> bool:
+        if self.reserved_bytes + size > self.limit_bytes:
             return False
+        self.reserved_bytes += size
         self.active += 1
         return True
 
-    def leave(self) -> None:
+    def leave(self, size: int) -> None:
+        self.reserved_bytes -= size
         self.active -= 1
+
+
+def reservation(config: GatewayConfig, headers: Mapping[str, str]) -> int:
+    """What a body will hold at most: its declared length (within max_body_bytes), else
+    max_body_bytes. At least 1, so even an empty request counts while it is served."""
+    declared = headers.get("content-length", "").strip()
+    if "transfer-encoding" not in headers and declared.isdigit():
+        return max(1, min(int(declared), config.max_body_bytes))
+    return config.max_body_bytes
 
 
 def declares_body(headers: Mapping[str, str]) -> bool:

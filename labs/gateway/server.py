@@ -25,6 +25,9 @@ only once the headers are in):
 h11, not httptools: httptools (uvloop's companion, what uvicorn picks when installed) has no
 header limit that uvicorn exposes. The gateway image installs plain uvicorn, which is h11.
 
+It also raises the process's soft limit on open files to max_connections + SPARE_FDS where
+the hard limit allows (else it warns), so the limit that refuses a connection is this one.
+
 The drain. On SIGTERM or SIGINT uvicorn stops accepting, closes idle connections, waits for
 the open ones up to its graceful timeout and then cancels what is left. `GatewayServer`
 first tells the gateway to drain (labs.gateway.app: refuse waiters at once, cut streams at
@@ -36,6 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import resource
 from typing import Any
 
 import h11
@@ -48,7 +53,10 @@ from .bound import READ_BYTES
 from .config import GatewayConfig
 from .metrics import GatewayMetrics
 
+logger = logging.getLogger("labs.gateway")
+
 CUT_GRACE_S = 2.0  # after the gateway's own cut, before uvicorn cancels what is left
+SPARE_FDS = 256    # file descriptors beyond max_connections: upstream connections, logs
 _TOO_LARGE = ("the request line and headers are longer than this gateway accepts ({:,} bytes, "
               "max_header_bytes).")
 
@@ -221,7 +229,27 @@ class GatewayServer(uvicorn.Server):
             timeout_graceful_shutdown=config.shutdown_timeout_s + CUT_GRACE_S,  # type: ignore
         ))
         self.gateway = gateway
+        ensure_descriptors(config.max_connections + SPARE_FDS)
 
     async def shutdown(self, sockets: Any = None) -> None:
         self.gateway.drain()
         await super().shutdown(sockets)
+
+
+def ensure_descriptors(needed: int) -> int:
+    """Raise the soft limit on open files towards `needed` (up to the hard limit), so that
+    max_connections is the limit that refuses connections, not a failing accept(); warn if
+    it cannot be. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        logger.warning("only %d open files allowed (max_connections + %d needs %d): lower "
+                       "--max-connections or raise the limit (ulimit -n)", soft, SPARE_FDS,
+                       needed)
+    return soft
