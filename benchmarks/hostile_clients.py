@@ -619,6 +619,9 @@ def aftermath(gw: Gateway) -> dict[str, Any]:
 def run(url: str, key: str, model: str, upstream: str | None = None) -> dict[str, Any]:
     started = time.monotonic()
     gw = Gateway(url, key, model)
+    from labs.gateway.server import ensure_descriptors
+
+    ensure_descriptors(gw.limit("max_connections", 2048) + 512)  # this side opens as many
     memory = Memory(gw)
     cases = bad_inputs(gw)
     cases.append(asyncio.run(slow_headers(gw, memory)))
