@@ -34,7 +34,7 @@ _LAZY_NAMES = {
 }
 _SUBMODULES = ("article", "calibration", "ceiling", "checks", "cost", "experiments",
                "kvwait", "lessons", "loadgen", "metrics", "prefixcache", "server", "servermodel", "simulate",
-               "sizing", "stepsplit", "admission_runs")
+               "sizing", "stepsplit", "admission_runs", "predictions")
 
 __all__ = [
     "ConfigError", "LabsError", "ModelError", "PortInUse", "ServerAlreadyRunning",

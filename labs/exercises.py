@@ -3,7 +3,9 @@
 The solutions are the single source. In a cell tagged `exercise`:
   - a line ending in `# SOLUTION` keeps its left-hand side and loses its answer:
         ceiling_tok_s = bandwidth / weights  # SOLUTION      ->   ceiling_tok_s = ...  # your answer
-  - lines between `# BEGIN SOLUTION` and `# END SOLUTION` become one `# your code here` line.
+  - so does `name = answer  # SOLUTION: why`: the reason goes with the answer;
+  - lines between `# BEGIN SOLUTION` and `# END SOLUTION` become one `# your code here` line,
+    or `# your reasoning here` when they are only comments (a prediction's reasoning).
 Every other cell is copied as is, outputs and execution counts stripped. Check cells (tagged
 `check`) call labs.checks, which says in words what is missing when an answer is still `...`.
 
@@ -20,31 +22,38 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOLUTION_LINE = re.compile(r"^(?P<indent>\s*)(?P<lhs>[^=#]+?)\s*=(?!=).*#\s*SOLUTION\s*$")
+SOLUTION_LINE = re.compile(r"^(?P<indent>\s*)(?P<lhs>[^=#]+?)\s*=(?!=).*#\s*SOLUTION(?::.*)?\s*$")
+SOLUTION_MARK = re.compile(r"#\s*SOLUTION\b")
 
 
 def blank_exercise(source: str) -> str:
     out: list[str] = []
-    skipping = False
+    block: list[str] | None = None  # the lines of an open BEGIN/END SOLUTION block
+    begin = ""
     for line in source.splitlines():
         marker = line.strip()
         if marker == "# BEGIN SOLUTION":
-            skipping = True
-            out.append(line.replace("# BEGIN SOLUTION", "# your code here"))
+            block, begin = [], line
             continue
         if marker == "# END SOLUTION":
-            skipping = False
+            if block is None:
+                raise ValueError("an `# END SOLUTION` has no `# BEGIN SOLUTION`")
+            reasoning = all(not b.strip() or b.strip().startswith("#") for b in block)
+            out.append(begin.replace("# BEGIN SOLUTION",
+                                     "# your reasoning here" if reasoning else "# your code here"))
+            block = None
             continue
-        if skipping:
+        if block is not None:
+            block.append(line)
             continue
         match = SOLUTION_LINE.match(line)
         if match:
             out.append(f"{match['indent']}{match['lhs']} = ...  # your answer")
-        elif line.rstrip().endswith("# SOLUTION"):
+        elif SOLUTION_MARK.search(line):
             raise ValueError(f"cannot blank a `# SOLUTION` line that is not `name = ...`: {line!r}")
         else:
             out.append(line)
-    if skipping:
+    if block is not None:
         raise ValueError("a `# BEGIN SOLUTION` has no `# END SOLUTION`")
     return "\n".join(out)
 

@@ -5,7 +5,10 @@ JupyterLab, opens the *exercise* notebooks (notebooks/, answers not filled in, a
 gets them) in headless Chromium driven by Playwright, and clicks Run > Run All Cells:
 - notebooks/01: every cell runs, no cell shows an error, the plots render;
 - notebooks/04: the live KV-cache dashboard (ipywidgets) renders and its numbers move while
-  the run goes on, and the rest of the notebook then runs without an error.
+  the run goes on, and the rest of the notebook then runs without an error;
+- a prediction (labs.predictions): notebook 06's own prediction and score cells, after one cell
+  that sets the numbers they read, run as given ("not predicted yet"), then the learner's number
+  is typed into the prediction cell, run, and the verdict shows. Needs no vLLM server.
 Screenshots land in LABS_SCREENSHOTS (default results/screenshots/).
 
 The browser is Debian's `chromium` (`.ci/run` installs it when run as root; LABS_CHROMIUM
@@ -45,7 +48,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 NOTEBOOKS = ("01_provision.ipynb", "04_kv_cache_exhaustion.ipynb")
 RUN_TIMEOUT_MS = int(os.environ.get("LABS_BROWSER_TIMEOUT_S", "600")) * 1000
 
-pytestmark = [pytest.mark.server, pytest.mark.browser]
+# `server` marks the tests that need the live vLLM server (conftest.py starts it for them);
+# the prediction test does not.
+pytestmark = [pytest.mark.browser]
 
 
 def _playwright() -> Any:
@@ -232,6 +237,7 @@ def _shot(page: Any, name: str) -> Path:
     return path
 
 
+@pytest.mark.server
 def test_notebook_01_runs_clean_in_the_browser(lab: Lab, browser: Any) -> None:
     page = _open(browser, lab, NOTEBOOKS[0])
     _run_all(page)
@@ -245,6 +251,7 @@ def test_notebook_01_runs_clean_in_the_browser(lab: Lab, browser: Any) -> None:
     page.close()
 
 
+@pytest.mark.server
 def test_notebook_04_dashboard_renders_and_updates(lab: Lab, browser: Any) -> None:
     page = _open(browser, lab, NOTEBOOKS[1])
     _run_all(page)
@@ -275,4 +282,65 @@ def test_notebook_04_dashboard_renders_and_updates(lab: Lab, browser: Any) -> No
     _wait_until_done(page, "04_kv_cache_exhaustion")
     notebook = _saved(page, lab.root / NOTEBOOKS[1])
     assert not _problems(notebook), _problems(notebook)
+    page.close()
+
+
+# The numbers notebook 06 has measured by the time it scores the prediction (a CPU run's).
+PREDICTION_SETUP = """import labs
+predicted_ratio = 6.9
+on, off = {"TTFT p95 (s)": 4.1}, {"TTFT p95 (s)": 25.4}"""
+MY_PREDICTION = "4"  # the learner's number: 25.4 / 4.1 = 6.2 measured, so 1.55x too low
+
+
+def _prediction_notebook(path: Path) -> str:
+    """Notebook 06's prediction cell and score cell, as the learner gets them, after a cell that
+    sets what they read; returns the answer variable's name."""
+    cells = json.loads((ROOT / "notebooks" / "06_prefix_caching.ipynb").read_text())["cells"]
+    source = ["".join(c["source"]) for c in cells]
+    ask = next(s for s, c in zip(source, cells)
+               if "exercise" in c["metadata"].get("tags", []) and "# Your prediction" in s)
+    scoring = next(s for s in source if "labs.predictions.score(" in s)
+    name = re.search(r"^(\w+) = \.\.\.  # your answer$", ask, re.M)[1]
+    assert f"mine={name}" in scoring, scoring
+    path.write_text(json.dumps({
+        "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "execution_count": None,
+                   "outputs": [], "source": src}
+                  for i, src in enumerate((PREDICTION_SETUP, ask, scoring))],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
+                                    "name": "python3"}},
+        "nbformat": 4, "nbformat_minor": 5}))
+    return name
+
+
+def test_a_prediction_typed_in_is_scored(lab: Lab, browser: Any) -> None:
+    name = _prediction_notebook(lab.root / "prediction.ipynb")
+    page = _open(browser, lab, "prediction.ipynb")
+    _run_all(page)
+    _wait_until_done(page, "prediction")
+    cells = page.locator(".jp-Notebook .jp-CodeCell")
+    verdict = cells.nth(2).locator(".jp-OutputArea-output")
+    assert "not predicted yet" in verdict.inner_text(), verdict.inner_text()
+
+    # The learner replaces the `...` on the answer's line (the cell's last) with a number.
+    cells.nth(1).locator(".cm-content").click()
+    page.keyboard.press("Control+End")
+    page.keyboard.press("Shift+Home")
+    page.keyboard.type(f"{name} = {MY_PREDICTION}")
+    page.keyboard.press("Shift+Enter")  # run it; the score cell below becomes the active one
+    page.keyboard.press("Control+Enter")  # run the score cell, adding no cell below
+    page.wait_for_function(
+        """() => { const out = document.querySelectorAll('.jp-Notebook .jp-CodeCell')[2]
+                       .querySelector('.jp-OutputArea-output');
+                   return out && out.textContent.includes('too low'); }""", timeout=60_000)
+    text = verdict.inner_text()
+    shot = _shot(page, "prediction_scored.png")
+    lines = text.splitlines()
+    assert lines[0] == "Prediction: p95 TTFT, cache off over cache on", text
+    assert lines[1].split() == ["you", MY_PREDICTION], text
+    assert lines[3].split() == ["measured", "6.20"], text
+    words = " ".join(text.split())  # the verdict wraps
+    assert "1.55x too low" in words and "You guessed low: without the cache" in words, (text, shot)
+    notebook = _saved(page, lab.root / "prediction.ipynb")
+    assert not _problems(notebook), _problems(notebook)
+    assert f"{name} = {MY_PREDICTION}" in "".join(notebook["cells"][1]["source"])
     page.close()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import json
+from pathlib import Path
+
 import pytest
 
 from labs import exercises
@@ -17,6 +21,22 @@ def test_solution_block_is_removed() -> None:
     assert exercises.blank_exercise(src) == "a = 1\n    # your code here\nd = 4"
 
 
+def test_a_solution_line_may_carry_its_reason() -> None:
+    src = "my_gain = 12  # SOLUTION: 64 users share one step's fixed cost"
+    assert exercises.blank_exercise(src) == "my_gain = ...  # your answer"
+
+
+def test_a_block_of_reasoning_alone_asks_for_reasoning() -> None:
+    src = "# BEGIN SOLUTION\n# 64 users share a step\n\n# END SOLUTION\nmy_gain = 12  # SOLUTION"
+    assert exercises.blank_exercise(src) == "# your reasoning here\nmy_gain = ...  # your answer"
+
+
+def test_a_solution_mark_that_cannot_be_blanked_is_refused() -> None:
+    for src in ("print(answer)  # SOLUTION", "# SOLUTION: the answer is 12", "# END SOLUTION"):
+        with pytest.raises(ValueError):
+            exercises.blank_exercise(src)
+
+
 def test_unclosed_block_is_refused() -> None:
     with pytest.raises(ValueError):
         exercises.blank_exercise("# BEGIN SOLUTION\nx = 1")
@@ -29,3 +49,95 @@ def test_exercise_cells_in_solutions_actually_hide_something() -> None:
 
 def test_notebooks_are_in_sync_with_solutions() -> None:
     assert exercises.main(["--check"]) == 0, "run `make notebooks`"
+
+
+# --- No answer before its exercise -------------------------------------------------------------
+# An exercise asks for a number the learner has to work out. If an earlier cell of the same
+# notebook already assigns the answer's name or prints it, the exercise is answered by scrolling
+# up. An exercise's answer variables are the names its cell assigns, in the learner's notebook
+# (notebooks/: `name = ...  # your answer`). Earlier cells may *use* such a name only if they
+# neither assign it nor print it (print(), display(), an f-string, or the cell's last line).
+
+# (notebook, answer name): why the earlier cell is left as it is, for a later session to remove.
+KNOWN_LEAKS: dict[tuple[str, str], str] = {}
+
+
+def _cell_tree(source: str) -> ast.Module:
+    """The cell as Python; IPython's `%magic` and `!shell` lines do not parse and are dropped."""
+    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    return ast.parse("\n".join(lines))
+
+
+def _assigned(tree: ast.AST) -> set[str]:
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    names |= {n.name for n in ast.walk(tree)
+              if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    return names
+
+
+def _names(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _printed(tree: ast.Module) -> set[str]:
+    shown: set[str] = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in ("print", "display")):
+            shown |= set().union(*(_names(a) for a in (*node.args, *node.keywords)))
+        elif isinstance(node, ast.FormattedValue):
+            shown |= _names(node.value)
+    if tree.body and isinstance(tree.body[-1], ast.Expr):  # the cell's value is displayed
+        last = tree.body[-1].value
+        if not isinstance(last, ast.Call):  # a call's own arguments are not what it shows
+            shown |= _names(last)
+    return shown
+
+
+def answer_leaks(path: Path) -> list[tuple[str, str, str]]:
+    """(answer name, where its exercise is, what an earlier cell does with it)."""
+    cells = json.loads(path.read_text())["cells"]
+    code = [(i, c) for i, c in enumerate(cells) if c["cell_type"] == "code"]
+    trees = {i: _cell_tree("".join(c["source"])) for i, c in code}
+    found = []
+    for i, cell in code:
+        if "exercise" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        for name in sorted(_assigned(trees[i])):
+            for j, _ in code:
+                if j >= i:
+                    break
+                what = [w for w, names in (("assigns", _assigned(trees[j])),
+                                           ("prints", _printed(trees[j]))) if name in names]
+                if what:
+                    found.append((name, f"exercise cell {i}", f"cell {j} {' and '.join(what)} it"))
+    return found
+
+
+def test_no_answer_is_assigned_or_printed_before_its_exercise() -> None:
+    leaks, expected = [], set()
+    for path in sorted((exercises.ROOT / "notebooks").glob("*.ipynb")):
+        for name, exercise, earlier in answer_leaks(path):
+            if (path.name, name) in KNOWN_LEAKS:
+                expected.add((path.name, name))
+            else:
+                leaks.append(f"{path.name}: `{name}` ({exercise}): {earlier}")
+    assert not leaks, "answers given away before the exercise asks:\n" + "\n".join(leaks)
+    stale = set(KNOWN_LEAKS) - expected
+    assert not stale, f"KNOWN_LEAKS lists leaks that are gone, remove them: {sorted(stale)}"
+
+
+def test_the_leak_finder_sees_assignments_and_prints(tmp_path: Path) -> None:
+    def cell(source: str, tags: tuple[str, ...] = ()) -> dict:
+        return {"cell_type": "code", "metadata": {"tags": list(tags)}, "source": source}
+
+    notebook = tmp_path / "nb.ipynb"
+    notebook.write_text(json.dumps({"cells": [
+        cell("rate = 3\nprint(f'{gain:.1f}')"), cell("other = rate * gain\nother"),
+        cell("top\n"), cell("labs.checks.gain(gain)"),
+        cell("gain = ...  # your answer\nrate = ...  # your answer\ntop = ...  # your answer",
+             ("exercise",))]}))
+    assert answer_leaks(notebook) == [
+        ("gain", "exercise cell 4", "cell 0 prints it"),
+        ("rate", "exercise cell 4", "cell 0 assigns it"),
+        ("top", "exercise cell 4", "cell 2 prints it")]
