@@ -64,6 +64,10 @@ BURST = 300
 MIB = 1024 * 1024
 
 
+# An answer far longer than any case holds it, within every profile's max-model-len (the CPU
+# `gateway` profile's engine has 1,280: a prompt plus 2,000 would be refused with a 400).
+LONG_ANSWER = 1000
+
 @dataclass
 class Case:
     """One hostile client: what it sent, what the gateway is documented to answer, and what
@@ -493,7 +497,7 @@ def stops_reading(gw: Gateway, hold_s: float = 1.0) -> Case:
     fill first (a real engine at tens of tokens/s takes minutes to fill them; the unit test
     with a fire-hose upstream covers that path)."""
     # An answer far longer than the hold (ignore_eos: vLLM's own knob), on any hardware.
-    body = json.dumps(_chat(gw.model, stream=True, max_tokens=2000, ignore_eos=True)).encode()
+    body = json.dumps(_chat(gw.model, stream=True, max_tokens=LONG_ANSWER, ignore_eos=True)).encode()
     with socket.create_connection((gw.host, gw.port)) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.sendall(gw.head("/v1/chat/completions", len(body)) + body)
@@ -505,16 +509,16 @@ def stops_reading(gw: Gateway, hold_s: float = 1.0) -> Case:
 
 
 def leaves_mid_stream(gw: Gateway) -> Case:
+    _until_empty(gw, 30)  # the cases before may still hold slots: a 503 here would be theirs
     with httpx.Client(timeout=60, headers=gw.auth) as http:
         with http.stream("POST", gw.url + "/v1/chat/completions",
-                         json=_chat(gw.model, stream=True, max_tokens=2000,
+                         json=_chat(gw.model, stream=True, max_tokens=LONG_ANSWER,
                                     ignore_eos=True)) as resp:
             status = resp.status_code
-            chunks = resp.iter_raw()
-            next(chunks)
-            next(chunks)
+            got = [chunk for chunk, _ in zip(resp.iter_raw(), range(2))]  # two, then hang up
     freed = _until_empty(gw, 30)
-    return Case("leaves mid-stream", "200, then its slot freed", {str(status): 1}, [],
+    return Case("leaves mid-stream", "200, then its slot freed", {str(status): 1},
+                [] if len(got) == 2 else [f"the stream ended after {len(got)} chunk(s)"],
                 status == 200 and freed)
 
 
@@ -553,7 +557,7 @@ def drain_with_a_waiter(upstream: str | None, key: str, model: str) -> Case:
 
     try:
         lg.wait_gateway_healthy(url, 30, proc=proc, log_path=log)
-        stream = threading.Thread(target=send, args=("stream", 2000))
+        stream = threading.Thread(target=send, args=("stream", LONG_ANSWER))
         stream.start()
         _wait(lambda: httpx.get(url + "/health").json()["in_flight"] == 1, 60)
         waiter = threading.Thread(target=send, args=("waiter", 16))

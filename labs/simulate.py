@@ -7,8 +7,10 @@ the latencies the course measures:
   waiting ones in arrival order (chunked prefill);
 - a waiting request is admitted only while fewer than `max_num_seqs` run and the KV pool has
   the blocks for the tokens it computes now; the head of the queue blocks the rest (FCFS);
-- a decoding sequence that needs a new block when none is free preempts the most recently
-  admitted one, which frees its blocks and starts over later (vLLM preempts by recompute);
+- a running sequence that needs a new block when none is free (for its next prompt chunk or
+  its next token) preempts the most recently admitted one, itself if it is that one, which
+  frees its blocks and starts over later (vLLM preempts by recompute); a step that preempted
+  admits nobody from the waiting queue;
 - the step that finishes a prompt makes its first token; every later step one more.
 Each step's duration comes from a `StepCost` (`labs.servermodel`), fitted from this server by
 `labs.calibration` or read off a datasheet. Prefix caching is left out (the course's prompts
