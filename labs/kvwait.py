@@ -150,7 +150,7 @@ def design(cost: StepCost, control: ServerLimits, users: int | Sequence[int], *,
     reaches the target within the budget, the one with the largest share that fits, as long as
     that share is at least SAFE_POOL_SHARE; otherwise the shortest that reaches the target,
     over the budget (the lesson must hold: a slow machine pays in time, and `why` says "over
-    the budget").
+    the budget"); if no candidate is safe at all, the one with the largest share.
 
     `control` is the server's own pool (the `naive` profile); `pressure` a pool pinned by a
     profile (the CPU's 40 blocks), or None to size one per candidate (`pressure_pool`).
@@ -174,7 +174,8 @@ def design(cost: StepCost, control: ServerLimits, users: int | Sequence[int], *,
             # rank: clear of the lesson's floor first, then within budget, then reaching the
             # target, then shorter (if it reaches the target) or larger share (if not)
             safe = wait.pool_share >= SAFE_POOL_SHARE
-            key = (safe, within, meets, -duration if meets else wait.pool_share)
+            key = ((True, within, meets, -duration if meets else wait.pool_share) if safe
+                   else (False, False, False, wait.pool_share))  # unsafe: the largest share
             if best is None or key > best[0]:
                 why = (f"predicted pool share {wait.pool_share:.0%} "
                        f"({'meets' if meets else 'below'} the {target_share:.0%} target) in "

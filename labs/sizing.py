@@ -1,9 +1,9 @@
 """Workloads sized from the server in front of you, never from a constant tuned on one box.
 
 Each function takes what was measured (`ServerLimits`, a `StepCost`) and returns a workload
-that shows the course's effect on *this* server: the article's 3.3x KV demand with every
-request inside max_model_len, an overload that is a stated multiple of what the uncapped
-engine can serve, concurrency levels that reach past the predicted knee.
+that shows the course's effect on *this* server: an overload that is a stated multiple of
+what the uncapped engine can serve, concurrency levels that reach past the predicted knee.
+(04's KV burst is designed in `labs.kvwait`, which replays it on two pools.)
 """
 
 from __future__ import annotations
@@ -15,59 +15,6 @@ from typing import Any
 from .errors import ConfigError
 from .servermodel import ServerLimits, StepCost
 from .simulate import predict_closed
-
-ARTICLE_DEMAND_RATIO = 128_000 / 38_816  # 32 users x 4,000 tokens over 2,426 x 16 blocks
-PROMPT_SHARE_OF_MAX_LEN = 0.9  # room for the chat template and the answer
-
-
-@dataclass(frozen=True)
-class KVBurst:
-    """The article's KV test, scaled: `users` unique prompts of `prompt_tokens` at once."""
-
-    users: int
-    prompt_tokens: int
-    output_tokens: int
-    pool_tokens: int
-    why: str
-
-    @property
-    def demand_tokens(self) -> int:
-        return self.users * self.prompt_tokens
-
-    @property
-    def demand_over_pool(self) -> float:
-        return self.demand_tokens / self.pool_tokens
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "demand_tokens": self.demand_tokens,
-                "demand_over_pool": self.demand_over_pool}
-
-
-def kv_burst(limits: ServerLimits, *, users: int = 32, output_tokens: int = 64,
-             ratio: float = ARTICLE_DEMAND_RATIO) -> KVBurst:
-    """`users` (the article's 32 by default) sharing `ratio` x the pool in prompts; when
-    that makes one prompt longer than max_model_len allows, more users with shorter prompts.
-
-    Why more users rather than a pinned pool: a GPU with 140 GB holds ~50x the article's
-    pool, and the lesson is about the pool you actually have; a pinned pool would also need
-    a profile of its own on every path (local, compose, Kubernetes).
-    """
-    if users < 1 or output_tokens < 1 or ratio <= 0:
-        raise ConfigError("users, output_tokens and ratio must be positive.")
-    demand = ratio * limits.pool_tokens
-    longest = min(int(PROMPT_SHARE_OF_MAX_LEN * limits.max_model_len) - output_tokens,
-                  limits.pool_tokens - output_tokens - limits.block_size)
-    if longest < 1:
-        raise ConfigError(f"max_model_len {limits.max_model_len} leaves no room for a "
-                          f"prompt and {output_tokens} output tokens.")
-    why = f"{users} users, the article's count"
-    if demand / users > longest:
-        users = math.ceil(demand / longest)
-        why = (f"{users} users: with fewer, one prompt would exceed "
-               f"{PROMPT_SHARE_OF_MAX_LEN:.0%} of max_model_len ({limits.max_model_len})")
-    prompt = int(demand / users)
-    return KVBurst(users, prompt, output_tokens, limits.pool_tokens, why)
-
 
 def fit_at_once(limits: ServerLimits, prompt_tokens: int, output_tokens: int) -> int:
     """How many such requests hold their whole KV at the same time (whole blocks each)."""

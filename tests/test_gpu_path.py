@@ -25,7 +25,7 @@ from labs.servermodel import RooflineSteps, ServerLimits, with_flags
 from labs.simulate import Replay
 
 GPUS = ("rtx-4000-ada", "l40s", "h200")
-CARD_PROMPT, CARD_OUTPUT = 64, 256  # 03's and 07's assumed lengths on the article's card
+CARD_PROMPT, CARD_OUTPUT = 32, 64  # what 03 and 07 send on any backend (32-token prompts, 64 out)
 
 
 class Card(NamedTuple):
@@ -111,10 +111,8 @@ def test_04_every_lesson_holds_on_the_replayed_burst(gpu: str) -> None:
     for run in (small, large):
         kvcache.nothing_failed(len(run.requests), answered(run))
     kvcache.pool_caps_running(small.summary()["max_running"], admit_at_once, burst.users)
-    kvcache.control_held_everyone(large.summary()["max_running"],
-                                  large.summary()["max_running"])
-    # beyond the replay's own reference: on the card the control runs every user at once
-    # (04's old `max running >= users - 1` holds too), far more than the small pool admits
+    # the replay is both sides of control_held_everyone here, so hold it to the users instead:
+    # on the card the control runs every user at once, far more than the small pool admits
     assert large.summary()["max_running"] == burst.users > admit_at_once + 1
     shown = kvcache.pool_makes_the_wait(wait.pressure_last_ttft_s, wait.control_last_ttft_s)
     assert shown["pool's share"] >= kvwait.TARGET_POOL_SHARE - 0.001
@@ -151,8 +149,11 @@ def test_03_batching_gain_and_the_flat_cliff_hold_on_the_predicted_sweep(gpu: st
     assert knee is not None and max(levels) > knee
     if scale == "ci":
         table = table[table.concurrency.isin(ci_levels(levels, knee))]
-    gain = batching.gain_within_prediction(table, table)
-    assert gain["gain"] >= batching.MIN_GAIN
+    # No measurement exists on a card: only the floor of gain_within_prediction is tested here
+    # (the band compares a measurement with this very prediction, which would be 1.0).
+    top = table.concurrency.max()
+    gain = table.set_index("concurrency").agg_tok_s
+    assert gain[top] / gain[1] >= batching.MIN_GAIN
     cliff = experiments.find_cliff(table, min_gain=0.15)
     batching.flat_past_cliff(table, cliff)
 

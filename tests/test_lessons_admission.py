@@ -248,13 +248,24 @@ def test_the_burst_table() -> None:
     assert row["slowest_refusal_ms"] == pytest.approx(10)
 
 
-def test_the_client_lesson_holds_on_counts_and_fails_when_retries_lose_requests() -> None:
-    once = {"requests": 12, "attempts": 12, "served": 3}
-    default = {"requests": 12, "attempts": 27, "served": 10}
-    assert admission.client_sees_the_refusal(once, default, 3)["slots"] == 3
-    with pytest.raises(LessonNotHeld, match="told at once.*attempts = 20"):
-        admission.client_sees_the_refusal({**once, "attempts": 20}, default, 3)  # retried anyway
-    with pytest.raises(LessonNotHeld, match="default: served = 2"):
-        admission.client_sees_the_refusal(once, {**default, "served": 2}, 3)
+def _retry_tables(retry_backs: list[tuple[float, ...]]) -> dict[str, pd.DataFrame]:
+    once = pd.DataFrame([{"outcome": "served", "done_s": 1.5, "came_back_s": (1.5,)}] * 3
+                        + [{"outcome": "refused", "done_s": 0.02, "came_back_s": (0.02,)}] * 9)
+    default = pd.DataFrame([{"outcome": "served", "done_s": 1.5, "came_back_s": (1.5,)}] * 3
+                           + [{"outcome": "refused", "done_s": b[-1], "came_back_s": b}
+                              for b in retry_backs])
+    return {"max_retries=0": once, "max_retries=2 (default)": default}
+
+
+def test_the_client_lesson_holds_for_spread_retries_and_fails_for_waves_or_slow_refusals() -> None:
+    spread = [(0.02, 1.1 + 0.13 * i, 3.2 + 0.17 * i) for i in range(9)]  # [W, 2W) jitter
+    assert admission.client_sees_the_refusal(_retry_tables(spread), 3)["retried answers"] == 18
+    waves = [(0.02, 2.02, 4.02)] * 9  # a constant Retry-After: everyone back at one instant
+    with pytest.raises(LessonNotHeld, match="not in waves.*largest share at one instant = 0.5"):
+        admission.client_sees_the_refusal(_retry_tables(waves), 3)
+    slow = _retry_tables(spread)
+    slow["max_retries=0"].loc[5, "done_s"] = 2.0  # refused after the first answer was whole
+    with pytest.raises(LessonNotHeld, match="slowest refusal"):
+        admission.client_sees_the_refusal(slow, 3)
     with pytest.raises(LessonNotHeld):
-        admission.client_sees_the_refusal({**once, "served": 4}, default, 3)  # more than N slots
+        admission.client_sees_the_refusal(_retry_tables(spread), 2)  # 3 served of 2 slots

@@ -88,7 +88,9 @@ def test_max_num_seqs_caps_what_runs_and_the_rest_waits():
 
 
 def test_the_kv_pool_caps_what_runs_the_articles_staircase():
-    burst = sizing.kv_burst(CPU_KV_PRESSURE, users=16)
+    from types import SimpleNamespace
+
+    burst = SimpleNamespace(users=16, prompt_tokens=1055, output_tokens=64)  # 3.3x the pool
     r = simulate.replay(SLOW_CPU, CPU_KV_PRESSURE, Burst(burst.users), burst.prompt_tokens,
                         burst.output_tokens)
     s = r.summary()
@@ -236,21 +238,8 @@ def test_a_model_too_big_for_the_card_is_a_clear_error():
 H200 = predict.datasheet_limits("h200", QWEN)
 
 
-@pytest.mark.parametrize("limits,users", [(ARTICLE, 32), (H200, 32), (CPU_KV_PRESSURE, 16)])
-def test_kv_burst_asks_for_the_articles_ratio_and_every_prompt_fits(limits, users):
-    b = sizing.kv_burst(limits, users=users)
-    assert b.demand_over_pool == pytest.approx(sizing.ARTICLE_DEMAND_RATIO, rel=0.01)
-    assert b.prompt_tokens + b.output_tokens <= limits.max_model_len
-    assert limits.blocks_for(b.prompt_tokens + b.output_tokens) <= limits.num_blocks
-    assert sizing.fit_at_once(limits, b.prompt_tokens, b.output_tokens) < b.users
-
-
-def test_kv_burst_is_the_articles_on_the_articles_card_and_scales_users_on_an_h200():
-    assert (sizing.kv_burst(ARTICLE).users, sizing.kv_burst(ARTICLE).prompt_tokens) == \
-        (32, 4000)
+def test_the_h200_pool_is_fifty_times_the_articles():
     assert H200.pool_tokens > 1.5e6  # ~2 M tokens of Qwen2.5-7B KV
-    big = sizing.kv_burst(H200)
-    assert big.users > 32 and "max_model_len" in big.why
 
 
 @pytest.mark.parametrize("cost", [FAST_CPU, SLOW_CPU,

@@ -138,7 +138,9 @@ async def count(config: GatewayConfig, upstream: ConnectionLeases, prompt: Promp
                 async for chunk in resp.aiter_bytes():
                     data += chunk
                     if len(data) > cap:
-                        return Count(budget + 1, "upstream /tokenize", at_least=True)
+                        # over the budget for sure; truncate_prompt_tokens may still cut it
+                        return _truncated(Count(budget + 1, "upstream /tokenize",
+                                                at_least=True), prompt)
         counted = json.loads(data)["count"]
         if not _whole(counted):
             raise TypeError(f"count is {type(counted).__name__}")
