@@ -212,6 +212,16 @@ class Gateway:
             self._version = answer
         return answer
 
+    async def key_ok(self, headers: Headers, send: Send, *, close: bool) -> bool:
+        """The key checked before anything is read or reserved; a wrong or missing one is
+        answered (401) here. The one check both kinds of keyed route make first."""
+        try:
+            intake.check_key(self.config, headers)
+        except Rejected as rejected:
+            await self.reject(send, rejected, close=close)
+            return False
+        return True
+
     async def close(self) -> None:
         await self.upstream.aclose()
         await self._probe_client.aclose()
@@ -229,10 +239,7 @@ class _AdmittedRoute:
         gw = self.gateway
         headers = Headers(scope=scope)
         close = intake.too_long_to_discard(gw.config, headers)
-        try:
-            intake.check_key(gw.config, headers)
-        except Rejected as rejected:
-            await gw.reject(send, rejected, close=close)
+        if not await gw.key_ok(headers, send, close=close):
             return
         size = intake.reservation(gw.config, headers)
         if gw.draining or not gw.reads.enter(size):
@@ -277,10 +284,7 @@ class _PassthroughRoute:
         headers = Headers(scope=scope)
         unread = intake.declares_body(headers)
         close = intake.too_long_to_discard(gw.config, headers)
-        try:
-            intake.check_key(gw.config, headers)
-        except Rejected as rejected:
-            await gw.reject(send, rejected, close=close)
+        if not await gw.key_ok(headers, send, close=close):
             return
         # /v1/models' answer is read whole (at most max_body_bytes); /tokenize's is relayed
         size = (gw.config.max_body_bytes if self.path == "/v1/models"
