@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .errors import ConfigError
@@ -94,6 +94,9 @@ class PoolBurst:
     predicted_duration_s: float  # both runs, end to end
     why: str
     pinned: bool = False  # the pressure pool is a profile's (CPU), not sized here (GPU)
+    # the design's own replays of the chosen burst (small pool, pool that holds it), kept so
+    # that a notebook plots them instead of replaying the burst again
+    replays: tuple[Replay, Replay] | None = field(default=None, repr=False, compare=False)
 
     @property
     def demand_tokens(self) -> int:
@@ -182,7 +185,8 @@ def design(cost: StepCost, control: ServerLimits, users: int | Sequence[int], *,
                        f"{duration:.0f} s of runs ({'within' if within else 'over'} the "
                        f"{budget_s:.0f} s budget)")
                 best = (key, PoolBurst(n, prompt, out, small, control, wait, duration, why,
-                                       pinned=pressure is not None))
+                                       pinned=pressure is not None,
+                                       replays=(on_small, on_large)))
     if best is None:
         raise ConfigError(f"no burst of {counts} users overflows a pool the control holds; "
                           "the pools are too close in size (give the pressure pool fewer "
