@@ -40,8 +40,8 @@ def test_strict_mode_raises_on_wrong_or_missing(monkeypatch: pytest.MonkeyPatch)
 # --- each exercise's check: a right answer passes, a plausible wrong one fails ---------------
 
 def test_h100_ceiling_counts_the_bytes_a_step_reads() -> None:
-    assert checks.h100_ceiling(237).ok is True
-    assert checks.h100_ceiling(220).ok is False   # all 15.2 GB, the untied embedding included
+    assert checks.decode.h100_ceiling(237).ok is True
+    assert checks.decode.h100_ceiling(220).ok is False   # all 15.2 GB, the untied embedding included
 
 
 def test_bytes_read_at_context(tmp_path) -> None:
@@ -54,10 +54,10 @@ def test_bytes_read_at_context(tmp_path) -> None:
     size = ceiling.model_size(tmp_path)
     right = size.weight_bytes + 4096 * size.kv_bytes_per_token
     kw = {"model_root": str(tmp_path), "context_tokens": 4096}
-    assert checks.bytes_read_at_context(right, **kw).ok is True
-    assert checks.bytes_read_at_context(size.weight_bytes, **kw).ok is False  # no KV
+    assert checks.decode.bytes_read_at_context(right, **kw).ok is True
+    assert checks.decode.bytes_read_at_context(size.weight_bytes, **kw).ok is False  # no KV
     per_layer = size.kv_bytes_per_token // config["num_hidden_layers"]
-    assert checks.bytes_read_at_context(size.weight_bytes + 4096 * per_layer, **kw).ok is False
+    assert checks.decode.bytes_read_at_context(size.weight_bytes + 4096 * per_layer, **kw).ok is False
 
 
 def _table():
@@ -69,47 +69,47 @@ def _table():
 
 
 def test_cliff_prediction() -> None:
-    assert checks.cliff_prediction(64, _table()).ok is True
-    assert checks.cliff_prediction(4, _table()).ok is False
+    assert checks.batching.cliff_prediction(64, _table()).ok is True
+    assert checks.batching.cliff_prediction(4, _table()).ok is False
     # A noisy sweep can put the cliff a level early; the model's knee still counts.
-    assert checks.cliff_prediction(128, _table(), predicted_knee=64).ok is True
-    assert checks.cliff_prediction(16, _table(), predicted_knee=128).ok is False
+    assert checks.batching.cliff_prediction(128, _table(), predicted_knee=64).ok is True
+    assert checks.batching.cliff_prediction(16, _table(), predicted_knee=128).ok is False
 
 
 def test_request_rate_is_tokens_over_tokens_per_answer() -> None:
-    assert checks.request_rate(640 / 64, _table(), 64).ok is True
-    assert checks.request_rate(640, _table(), 64).ok is False       # tokens, not requests
-    assert checks.request_rate(640 / 64 / 64, _table(), 64).ok is False  # divided by users too
+    assert checks.batching.request_rate(640 / 64, _table(), 64).ok is True
+    assert checks.batching.request_rate(640, _table(), 64).ok is False       # tokens, not requests
+    assert checks.batching.request_rate(640 / 64 / 64, _table(), 64).ok is False  # divided by users too
 
 
 def test_max_running_reads_the_series_and_agrees_with_the_pool() -> None:
     import pandas as pd
     engine = pd.DataFrame({"running": [0, 2, 4, 4, 3, 1]})
-    assert checks.max_running(4, engine, fit_at_once=4).ok is True
-    assert checks.max_running(16, engine, fit_at_once=4).ok is False   # the users, not the pool
-    assert checks.max_running(3, engine, fit_at_once=4).ok is False    # the last sample
+    assert checks.kvcache.max_running(4, engine, fit_at_once=4).ok is True
+    assert checks.kvcache.max_running(16, engine, fit_at_once=4).ok is False   # the users, not the pool
+    assert checks.kvcache.max_running(3, engine, fit_at_once=4).ok is False    # the last sample
 
 
 def test_blocks_for_everyone_rounds_up_per_request() -> None:
     kw = {"users": 16, "prompt_tokens": 1055, "output_tokens": 64, "block_size": 128}
-    assert checks.blocks_for_everyone(144, **kw).ok is True
-    assert checks.blocks_for_everyone(140, **kw).ok is False   # 16 x 1,119 / 128, not rounded
-    assert checks.blocks_for_everyone(9, **kw).ok is False     # one request's
+    assert checks.kvcache.blocks_for_everyone(144, **kw).ok is True
+    assert checks.kvcache.blocks_for_everyone(140, **kw).ok is False   # 16 x 1,119 / 128, not rounded
+    assert checks.kvcache.blocks_for_everyone(9, **kw).ok is False     # one request's
 
 
 def test_kv_blocks_judgement() -> None:
-    assert checks.kv_blocks_judgement(40, 40).ok is True
-    assert checks.kv_blocks_judgement(40, 39).ok is True       # a sample one block short
-    assert checks.kv_blocks_judgement(36, 40).ok is False      # 8 x 576 / 128 without rounding
-    assert checks.kv_blocks_held(..., None, users=8, prompt_tokens=512,
+    assert checks.provision.kv_blocks_judgement(40, 40).ok is True
+    assert checks.provision.kv_blocks_judgement(40, 39).ok is True       # a sample one block short
+    assert checks.provision.kv_blocks_judgement(36, 40).ok is False      # 8 x 576 / 128 without rounding
+    assert checks.provision.kv_blocks_held(..., None, users=8, prompt_tokens=512,
                                  output_tokens=64).ok is None
 
 
 def test_useful_queue() -> None:
     kw = {"max_wait_s": 1.0, "slot_every_s": 0.3, "max_in_flight": 3}
-    assert checks.useful_queue(3, **kw).ok is True
-    assert checks.useful_queue(1, **kw).ok is False   # max wait / (e2e) ignores the N slots
-    assert checks.useful_queue(4, **kw).ok is False   # rounded up: the last would wait too long
+    assert checks.admission.useful_queue(3, **kw).ok is True
+    assert checks.admission.useful_queue(1, **kw).ok is False   # max wait / (e2e) ignores the N slots
+    assert checks.admission.useful_queue(4, **kw).ok is False   # rounded up: the last would wait too long
 
 
 def _sweep07():
@@ -123,32 +123,32 @@ def _sweep07():
 def test_replicas_for_users_at_the_operating_point() -> None:
     import numpy as np
     kw = {"users": 500, "ttft_p95_limit_s": 0.45, "min_per_user_tok_s": 6.7}
-    assert checks.replicas_for_users(32, _sweep07(), **kw).ok is True       # 500 / 16, up
-    assert checks.replicas_for_users(np.int64(32), _sweep07(), **kw).ok is True
-    wrong = checks.replicas_for_users(16, _sweep07(), **kw)                 # the top level, 32
+    assert checks.capacity.replicas_for_users(32, _sweep07(), **kw).ok is True       # 500 / 16, up
+    assert checks.capacity.replicas_for_users(np.int64(32), _sweep07(), **kw).ok is True
+    wrong = checks.capacity.replicas_for_users(16, _sweep07(), **kw)                 # the top level, 32
     assert wrong.ok is False and "largest level" in wrong.message
-    assert checks.replicas_for_users(31, _sweep07(), **kw).ok is False      # rounded down
-    assert checks.replicas_for_users(31.25, _sweep07(), **kw).ok is False   # not whole
-    assert checks.replicas_for_users(..., _sweep07(), **kw).ok is None
+    assert checks.capacity.replicas_for_users(31, _sweep07(), **kw).ok is False      # rounded down
+    assert checks.capacity.replicas_for_users(31.25, _sweep07(), **kw).ok is False   # not whole
+    assert checks.capacity.replicas_for_users(..., _sweep07(), **kw).ok is None
     # The stream speed decides when the TTFT limit is lax: 30 tok/s leaves 8 users a replica.
     strict_reader = {**kw, "ttft_p95_limit_s": 5.0, "min_per_user_tok_s": 30.0}
-    assert checks.replicas_for_users(63, _sweep07(), **strict_reader).ok is True
+    assert checks.capacity.replicas_for_users(63, _sweep07(), **strict_reader).ok is True
     # A level with no answer (None) meets nothing: here 16 users, so 8 a replica.
     table = _sweep07().astype(object)
     table.loc[table.concurrency == 16, "ttft_s_p95"] = None
-    assert checks.replicas_for_users(63, table, **kw).ok is True
+    assert checks.capacity.replicas_for_users(63, table, **kw).ok is True
 
 
 def test_break_even_utilisation() -> None:
     kw = {"usd_per_hour": 0.50, "tok_s": 732.0, "api_usd_per_million": 0.50}
     right = 0.50 / (3600 * 732) * 1e6 / 0.50                                 # ~0.38
-    assert checks.break_even_utilisation(right, **kw).ok is True
-    assert checks.break_even_utilisation(round(right, 3), **kw).ok is True
-    upside_down = checks.break_even_utilisation(1 / right, **kw)
+    assert checks.capacity.break_even_utilisation(right, **kw).ok is True
+    assert checks.capacity.break_even_utilisation(round(right, 3), **kw).ok is True
+    upside_down = checks.capacity.break_even_utilisation(1 / right, **kw)
     assert upside_down.ok is False and "upside down" in upside_down.message
-    assert checks.break_even_utilisation(100 * right, **kw).ok is False      # a percentage
+    assert checks.capacity.break_even_utilisation(100 * right, **kw).ok is False      # a percentage
     per_token = 0.50 / (3600 * 732) / 0.50                                   # no x 1e6
-    assert "units" in checks.break_even_utilisation(per_token, **kw).message
+    assert "units" in checks.capacity.break_even_utilisation(per_token, **kw).message
     per_user = 0.50 / (3600 * 732 / 32) * 1e6 / 0.50                         # per-user tok/s
-    assert checks.break_even_utilisation(per_user, **kw).ok is False
-    assert checks.break_even_utilisation(..., **kw).ok is None
+    assert checks.capacity.break_even_utilisation(per_user, **kw).ok is False
+    assert checks.capacity.break_even_utilisation(..., **kw).ok is None

@@ -49,18 +49,18 @@ def test_a_shared_prefix_workload_excludes_a_prompt_length() -> None:
 def test_blocks_with_shared_prefix_check() -> None:
     kw = dict(users=16, prompt_tokens=1010, shared_tokens=1003, output_tokens=32,
               block_size=128, usable_blocks=39)
-    assert checks.blocks_with_shared_prefix(39, **kw).ok
-    assert not checks.blocks_with_shared_prefix(144, **kw).ok     # nothing shared
-    assert not checks.blocks_with_shared_prefix(7 + 16 * 1, **kw).ok  # partial block shared too
-    assert checks.blocks_with_shared_prefix(..., **kw).ok is None
+    assert checks.prefix.blocks_with_shared_prefix(39, **kw).ok
+    assert not checks.prefix.blocks_with_shared_prefix(144, **kw).ok     # nothing shared
+    assert not checks.prefix.blocks_with_shared_prefix(7 + 16 * 1, **kw).ok  # partial block shared too
+    assert checks.prefix.blocks_with_shared_prefix(..., **kw).ok is None
 
 
 def test_prefix_hit_rate_check() -> None:
     kw = dict(users=16, prompt_tokens=1010, shared_tokens=1003, block_size=128,
               measured=0.832)
-    assert checks.prefix_hit_rate(13_440 / 16_160, **kw).ok
-    assert not checks.prefix_hit_rate(1003 / 1010, **kw).ok          # every request hits
-    assert not checks.prefix_hit_rate(15 * 1003 / (16 * 1010), **kw).ok  # not rounded to blocks
+    assert checks.prefix.prefix_hit_rate(13_440 / 16_160, **kw).ok
+    assert not checks.prefix.prefix_hit_rate(1003 / 1010, **kw).ok          # every request hits
+    assert not checks.prefix.prefix_hit_rate(15 * 1003 / (16 * 1010), **kw).ok  # not rounded to blocks
 
 
 def test_predicted_ttft_cached_prefills_the_first_alone_then_only_what_is_not_shared() -> None:
