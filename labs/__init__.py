@@ -30,11 +30,11 @@ _LAZY_NAMES = {
     "running_server": "server", "serve": "server", "stop": "server",
     "Settings": "settings", "connect": "client", "Connection": "client",
     "Burst": "workload", "Closed": "workload", "Poisson": "workload", "Workload": "workload",
-    "SLO": "results", "RunResult": "results",
+    "SLO": "results", "RunResult": "results", "show": "tables",
 }
 _SUBMODULES = ("article", "calibration", "ceiling", "checks", "cost", "experiments",
                "kvwait", "lessons", "loadgen", "metrics", "prefixcache", "server", "servermodel", "simulate",
-               "sizing", "stepsplit", "admission_runs", "predictions")
+               "sizing", "stepsplit", "admission_runs", "predictions", "timebudget", "diagrams")
 
 __all__ = [
     "ConfigError", "LabsError", "ModelError", "PortInUse", "ServerAlreadyRunning",
