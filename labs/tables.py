@@ -31,4 +31,5 @@ def show(values: Mapping[str, object] | pd.DataFrame, *, title: str | None = Non
         print(title)
     if isinstance(values, pd.DataFrame):
         return values.round(digits)
-    return pd.DataFrame({"value": {name: _cell(v, digits) for name, v in values.items()}})
+    cells = {name: _cell(v, digits) for name, v in values.items()}
+    return pd.DataFrame({"value": pd.Series(cells, dtype=object)})
