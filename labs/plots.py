@@ -83,6 +83,26 @@ def batching_sweep(table: pd.DataFrame, meta: Mapping[str, Any],
     return fig
 
 
+def goodput_vs_throughput(table: pd.DataFrame, meta: Mapping[str, Any],
+                          operating_users: int | None = None) -> Figure:
+    """03b: requests per second made against requests per second within the SLO, by users.
+    Where the two lines part, the extra throughput goes to requests that miss the SLO."""
+    fig, (ax,) = _figure("Throughput against goodput: where to operate", meta)
+    c = table["concurrency"]
+    ax.plot(c, table["agg_tok_s"] / 64, "o-", label="completed (req/s, from tok/s / 64)")
+    ax.plot(c, table["goodput_rps"], "s-", color="tab:green", label="goodput (req/s within the SLO)")
+    if operating_users:
+        ax.axvline(operating_users, color="gray", ls=":", label=f"operating point: {operating_users} users")
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlabel("concurrent users")
+    ax.set_ylabel("requests/s")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+    return fig
+
+
 def arrivals_vs_service(measured: pd.DataFrame, predicted: pd.DataFrame,
                         meta: Mapping[str, Any], knee_rps: float | None = None) -> Figure:
     """Open-loop arrivals: the rate served against the rate that arrived, and the p95 TTFT,
@@ -187,4 +207,91 @@ def retry_timeline(tables: Mapping[str, pd.DataFrame]) -> Figure:
     ax.set_yticks(range(len(tables)), list(tables))
     ax.set_xlabel("s after the burst: each answer the client got back (green 200, red 503)")
     fig.tight_layout()
+    return fig
+
+
+def kv_blocks_by_users(table: pd.DataFrame, *, block_size: int, tokens_per_request: int,
+                       meta: Mapping[str, Any], num_blocks: int | None = None) -> Figure:
+    """01: the KV blocks measured at a burst's peak against the arithmetic (users x whole
+    blocks per request). A point under the line is a sample that caught a request before
+    its last block or after the first ones ended; `num_blocks` draws the pool's size when the
+    line reaches it."""
+    each = -(-tokens_per_request // block_size)
+    fig, (ax,) = _figure("KV blocks held grow with the users in flight", meta)
+    users = list(table["users"])
+    ax.plot(users, [u * each for u in users], "--", color="tab:gray",
+            label=f"users x {each} blocks ({tokens_per_request} tokens in blocks of {block_size})")
+    ax.plot(users, table["peak_kv_blocks"], "o", label="measured at the peak (/metrics)")
+    if num_blocks is not None and max(users) * each >= 0.5 * num_blocks:
+        ax.axhline(num_blocks, color="tab:red", ls=":", label=f"the pool: {num_blocks} blocks")
+    ax.set_xlabel("users in flight at once")
+    ax.set_ylabel("KV blocks in use")
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
+def operating_point(table: pd.DataFrame, target: Any, point: Mapping[str, Any],
+                    meta: Mapping[str, Any], *, predicted: pd.DataFrame | None = None,
+                    label: str = "measured") -> Figure:
+    """07: the two halves of the target on the sweep, by users: p95 TTFT against its limit,
+    per-user tok/s against reading speed, and what they leave of the aggregate tok/s. The
+    operating point (`point`, from `labs.cost.operating_point`) is the last level under the
+    limit and above reading speed; `predicted` (the replay's sweep) is drawn beside."""
+    fig, axes = _figure("Where the target stops adding users: the operating point", meta, ncols=3)
+    panels = (("ttft_s_p95", "p95 TTFT (s)", target.ttft_p95_s, "limit"),
+              ("per_user_tok_s", "per-user tok/s", target.per_user_tok_s, "reading speed"),
+              ("agg_tok_s", "aggregate tok/s", None, ""))
+    for ax, (column, ylabel, line, line_label) in zip(axes, panels):
+        ax.plot(table["concurrency"], table[column], "o-", label=label)
+        if predicted is not None:
+            ax.plot(predicted["concurrency"], predicted[column], "s--", alpha=0.6,
+                    label="predicted (calibrated replay)")
+        if line is not None:
+            ax.axhline(line, color="tab:red", ls="--", label=f"{line_label}: {line:.3g}")
+        ax.axvline(point["concurrency"], color="tab:green", ls=":",
+                   label=f"operating point: {point['concurrency']} users")
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set(xlabel="concurrent users", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_yscale("log")
+    fig.set_size_inches(15, 4)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+    return fig
+
+
+def cost_by_concurrency(panels: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]], *,
+                        api_usd_per_million: float, meta: Mapping[str, Any],
+                        marked: tuple[str, int, float, str] | None = None) -> Figure:
+    """07: USD per million output tokens by users, one panel per setup (title -> (a
+    `labs.cost.priced` table, its operating point)): filled where a level meets the target,
+    hollow where it misses, a star at the operating point, the API's price as a line.
+    `marked` = (panel title, users, USD per million, label) adds one measured point (the
+    article's)."""
+    fig, axes = _figure("What a token costs, by concurrency; the target decides where you stand",
+                        meta, ncols=len(panels))
+    for ax, (title, (table, at)) in zip(axes, panels.items()):
+        ok, missed = table[table.meets_target], table[~table.meets_target]
+        ax.plot(table.concurrency, table.usd_per_million, "-", color="tab:blue", alpha=0.4)
+        ax.plot(ok.concurrency, ok.usd_per_million, "o", color="tab:blue", label="meets the target")
+        ax.plot(missed.concurrency, missed.usd_per_million, "o", mfc="none", color="tab:blue",
+                label="misses it")
+        star = table.loc[table.concurrency == at["concurrency"], "usd_per_million"]
+        ax.plot(at["concurrency"], star.iloc[0], "*", ms=16, color="tab:green",
+                label=f"operating point: {at['concurrency']} users")
+        ax.axhline(api_usd_per_million, color="tab:red", ls="--",
+                   label=f"API: ${api_usd_per_million:g} per million")
+        if marked is not None and marked[0] == title:
+            ax.plot(marked[1], marked[2], "D", ms=9, color="tab:orange", label=marked[3])
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set(xlabel="concurrent users", ylabel="USD per million output tokens (always busy)",
+               title=title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.set_size_inches(6 * len(panels), 4.2)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
     return fig

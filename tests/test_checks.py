@@ -39,49 +39,6 @@ def test_strict_mode_raises_on_wrong_or_missing(monkeypatch: pytest.MonkeyPatch)
 
 # --- each exercise's check: a right answer passes, a plausible wrong one fails ---------------
 
-def test_h100_ceiling_counts_the_bytes_a_step_reads() -> None:
-    assert checks.decode.h100_ceiling(237).ok is True
-    assert checks.decode.h100_ceiling(220).ok is False   # all 15.2 GB, the untied embedding included
-
-
-def test_bytes_read_at_context(tmp_path) -> None:
-    import json
-    config = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
-              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-              "vocab_size": 1000, "tie_word_embeddings": True, "dtype": "float32"}
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    from labs import ceiling
-    size = ceiling.model_size(tmp_path)
-    right = size.weight_bytes + 4096 * size.kv_bytes_per_token
-    kw = {"model_root": str(tmp_path), "context_tokens": 4096}
-    assert checks.decode.bytes_read_at_context(right, **kw).ok is True
-    assert checks.decode.bytes_read_at_context(size.weight_bytes, **kw).ok is False  # no KV
-    per_layer = size.kv_bytes_per_token // config["num_hidden_layers"]
-    assert checks.decode.bytes_read_at_context(size.weight_bytes + 4096 * per_layer, **kw).ok is False
-
-
-def _table():
-    import pandas as pd
-    return pd.DataFrame({"concurrency": [1, 4, 16, 64, 128],
-                         "agg_tok_s": [40, 150, 400, 640, 660],
-                         "ttft_s_p95": [0.05, 0.12, 0.36, 1.2, 2.5],
-                         "request_rate_rps": [40 / 64, 150 / 64, 400 / 64, 10.0, 660 / 64]})
-
-
-def test_cliff_prediction() -> None:
-    assert checks.batching.cliff_prediction(64, _table()).ok is True
-    assert checks.batching.cliff_prediction(4, _table()).ok is False
-    # A noisy sweep can put the cliff a level early; the model's knee still counts.
-    assert checks.batching.cliff_prediction(128, _table(), predicted_knee=64).ok is True
-    assert checks.batching.cliff_prediction(16, _table(), predicted_knee=128).ok is False
-
-
-def test_request_rate_is_tokens_over_tokens_per_answer() -> None:
-    assert checks.batching.request_rate(640 / 64, _table(), 64).ok is True
-    assert checks.batching.request_rate(640, _table(), 64).ok is False       # tokens, not requests
-    assert checks.batching.request_rate(640 / 64 / 64, _table(), 64).ok is False  # divided by users too
-
-
 def test_max_running_reads_the_series_and_agrees_with_the_pool() -> None:
     import pandas as pd
     engine = pd.DataFrame({"running": [0, 2, 4, 4, 3, 1]})
@@ -95,21 +52,6 @@ def test_blocks_for_everyone_rounds_up_per_request() -> None:
     assert checks.kvcache.blocks_for_everyone(144, **kw).ok is True
     assert checks.kvcache.blocks_for_everyone(140, **kw).ok is False   # 16 x 1,119 / 128, not rounded
     assert checks.kvcache.blocks_for_everyone(9, **kw).ok is False     # one request's
-
-
-def test_kv_blocks_judgement() -> None:
-    assert checks.provision.kv_blocks_judgement(40, 40).ok is True
-    assert checks.provision.kv_blocks_judgement(40, 39).ok is True       # a sample one block short
-    assert checks.provision.kv_blocks_judgement(36, 40).ok is False      # 8 x 576 / 128 without rounding
-    assert checks.provision.kv_blocks_held(..., None, users=8, prompt_tokens=512,
-                                 output_tokens=64).ok is None
-
-
-def test_useful_queue() -> None:
-    kw = {"max_wait_s": 1.0, "slot_every_s": 0.3, "max_in_flight": 3}
-    assert checks.admission.useful_queue(3, **kw).ok is True
-    assert checks.admission.useful_queue(1, **kw).ok is False   # max wait / (e2e) ignores the N slots
-    assert checks.admission.useful_queue(4, **kw).ok is False   # rounded up: the last would wait too long
 
 
 def _sweep07():
