@@ -6,7 +6,8 @@ profile's engine *is* the `bounded` profile, so both setups are one server.
 
 from __future__ import annotations
 
-from dataclasses import replace
+import math
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import ConfigError
@@ -127,3 +128,231 @@ def burst_table(runs: dict[str, tuple[Any, Any]]) -> Any:
 
 __all__ = ["closing_burst", "caps_against_pool", "engine_connection", "run_burst", "too_long",
            "burst_table", "TOO_LONG"]
+
+
+# --------------------------------------------------------------------------------------------
+# The overload: setups, a gateway predicted, runs sized to the notebook's time budget
+
+# label -> profile, in the order the notebook runs them (c') is `bounded` plus
+# --max-num-queued-tokens, which the notebook derives from the SLO once it has measured it)
+SETUPS: dict[str, str] = {
+    "a) naive": "kv-pressure",
+    "b) engine caps": "bounded",
+    "c) vLLM queue cap": "engine-queue",
+    "c') vLLM token cap": "bounded",
+    "d) gateway": "gateway",
+}
+# Request counts the overload may have, smallest first; `plan_overload` adds 3 x slots, the
+# least `labs.sizing.overload` allows (a backlog smaller than the engine's slots would run,
+# not wait), and keeps those above it.
+OVERLOAD_CANDIDATES = (60, 90, 120, 180, 240)
+OVERLOAD_SHARE = 0.7  # of the notebook's compute budget: the rest is capacity, burst, retries
+
+
+@dataclass(frozen=True)
+class GatewayForecast:
+    """A gateway run, predicted: the TTFT and end-to-end time of each request it served, how
+    many it refused, and the run's length (first arrival to last answer or refusal), so its
+    summary has the same keys and meaning as `RunResult.summary()`."""
+
+    offered: int
+    ttft_s: tuple[float, ...]
+    e2e_s: tuple[float, ...]
+    duration_s: float
+
+    def summary(self, slo_ttft_s: float | None = None) -> dict[str, Any]:
+        from .results import percentile
+
+        good = sum(t <= slo_ttft_s for t in self.ttft_s) if slo_ttft_s else None
+        rate = (lambda n: n / self.duration_s if self.duration_s else None)
+        return {"requests": self.offered, "ok": len(self.ttft_s),
+                "shed": self.offered - len(self.ttft_s), "duration_s": self.duration_s,
+                "ttft_s_p50": percentile(list(self.ttft_s), 50),
+                "ttft_s_p95": percentile(list(self.ttft_s), 95),
+                "e2e_s_p50": percentile(list(self.e2e_s), 50),
+                "request_rate_rps": rate(len(self.ttft_s)),
+                "within_slo": good, "goodput_rps": rate(good) if good is not None else None}
+
+
+def predict_gateway(cost: Any, limits: ServerLimits, shape: Any, prompt_tokens: int,
+                    max_tokens: int, max_in_flight: int, max_queue: int, *,
+                    max_queue_wait_s: float = 30.0) -> GatewayForecast:
+    """`shape`'s arrivals (a Poisson list) through a gateway with N = `max_in_flight` slots and
+    a FIFO of `max_queue` waiters, each refused once it has waited `max_queue_wait_s`, in front
+    of an engine with `limits`: `labs.simulate.replay`'s engine, step by step, with the gateway
+    deciding who reaches it (admitted while fewer than N are in the engine, else queued while
+    fewer than M wait, else refused at once; a slot that frees goes to the head of the queue).
+    N over max_num_seqs puts the rest in the engine's own queue, as on a real server."""
+    from collections import deque
+
+    from .simulate import SimRequest, _check, _Engine  # the replay's own engine and request
+
+    if max_in_flight < 1 or max_queue < 0:
+        raise ConfigError("a gateway needs N >= 1 slots and a queue of M >= 0.")
+    _check(limits, prompt_tokens, max_tokens)
+    half = getattr(cost, "request_overhead_s", 0.0) / 2
+    arrivals = deque(float(t) for t in shape.arrival_times_s())
+    offered, first = len(arrivals), (arrivals[0] if arrivals else 0.0)
+    engine, waiting = _Engine(limits), deque()
+    served: list[SimRequest] = []
+    refused: list[float] = []  # when each refusal was sent
+    in_flight, now = 0, 0.0
+
+    def admit(req: SimRequest) -> None:
+        nonlocal in_flight
+        in_flight += 1
+        engine.waiting.append(req)
+        served.append(req)
+
+    while True:
+        while arrivals and arrivals[0] + half <= now + 1e-12:
+            req = SimRequest(offered - len(arrivals), arrivals.popleft(), prompt_tokens, max_tokens)
+            if in_flight < max_in_flight and not waiting:
+                admit(req)
+            elif len(waiting) < max_queue:
+                waiting.append(req)
+            else:
+                refused.append(req.arrival_s)
+        while waiting and waiting[0].arrival_s + max_queue_wait_s <= now:
+            refused.append(waiting.popleft().arrival_s + max_queue_wait_s)
+        plan = engine.step()
+        if not plan:
+            pending = ([arrivals[0] + half] if arrivals else []) + \
+                ([waiting[0].arrival_s + max_queue_wait_s] if waiting else [])
+            if not pending:
+                break
+            now = max(now, min(pending))
+            continue
+        decoding = [req for req, _ in plan if not req.prefilling]
+        chunks = [(req.kv_tokens, n) for req, n in plan if req.prefilling]
+        now += cost.step_s(len(decoding), sum(r.kv_tokens for r in decoding),
+                           sum(n for _, n in chunks), sum(n * k + n * n / 2 for k, n in chunks))
+        for req, n in plan:
+            req.kv_tokens += n
+            if req.prefilling:
+                continue
+            req.generated += 1
+            if req.first_token_s is None:
+                req.first_token_s = now + half
+            if req.generated >= req.max_tokens:
+                req.end_s = now + half
+                engine.finish(req)
+                in_flight -= 1
+                if waiting:
+                    admit(waiting.popleft())
+    ends = [r.end_s for r in served if r.end_s is not None] + refused
+    return GatewayForecast(offered, tuple(r.ttft_s for r in served if r.ttft_s is not None),
+                           tuple(r.e2e_s for r in served if r.e2e_s is not None),
+                           max(ends) - first if ends else 0.0)
+
+
+def gateway_slots(backend: str) -> int:
+    """N of the `gateway` profile (`--max-in-flight`)."""
+    from .profiles import get_profile
+
+    return int(flag_value(get_profile("gateway").gateway(backend) or (), "max-in-flight") or 1)
+
+
+def profile_limits(limits: ServerLimits, profile: str, backend: str) -> ServerLimits:
+    """`limits` of the uncapped engine with `profile`'s engine flags applied."""
+    from .profiles import get_profile
+
+    return with_flags(limits, get_profile(profile).flags(backend))
+
+
+def _alone_ttft_s(cost: Any, limits: ServerLimits, prompt_tokens: int, max_tokens: int) -> float:
+    from .simulate import replay
+    from .workload import Closed
+
+    return float(replay(cost, limits, Closed(1, requests=4), prompt_tokens,
+                        max_tokens).summary()["ttft_s_p95"])
+
+
+def predict_setups(cost: Any, uncapped: ServerLimits, backend: str, shape: Any,
+                   prompt_tokens: int, max_tokens: int) -> dict[str, dict[str, Any]]:
+    """Each setup's summary under `shape`, predicted: (a) and (b) replayed as they are (every
+    request served, the backlog inside the engine), (c) and (d) as gateways (vLLM's queue cap
+    counts running and waiting requests, so it is a gateway of that many slots), (c') as a
+    gateway of max-num-seqs slots and an unbounded-wait queue of the prompts the token cap
+    holds (sized, as the notebook does, from three predicted lone TTFTs), and (d') the
+    exercise's queue of 3. Keys as `RunResult.summary()`."""
+    from .profiles import get_profile
+    from .simulate import replay
+
+    lengths = (prompt_tokens, max_tokens)
+    naive = profile_limits(uncapped, "kv-pressure", backend)
+    bounded = profile_limits(uncapped, "bounded", backend)
+    n = gateway_slots(backend)
+    gateway = replace(bounded, max_num_seqs=n)
+    cap = int(flag_value(get_profile("engine-queue").flags(backend), "max-num-queued-reqs") or 1)
+    slo_s = 3 * _alone_ttft_s(cost, bounded, *lengths)
+    held = int(slo_s * cost.prefill_tok_s) // prompt_tokens
+    wait_s = max(0.05, slo_s - 2 * slo_s / 3)  # the notebook's: SLO less two lone TTFTs
+    out = {"a) naive": replay(cost, naive, shape, *lengths).summary(),
+           "b) engine caps": replay(cost, bounded, shape, *lengths).summary()}
+    for label, limits, slots, queue, wait in (
+            ("c) vLLM queue cap", bounded, cap, 0, 0.0),
+            ("c') vLLM token cap", bounded, bounded.max_num_seqs, held, math.inf),
+            ("d) gateway", gateway, n, 0, 0.0),
+            ("d') gateway, M=3", gateway, n, 3, wait_s)):
+        out[label] = predict_gateway(cost, limits, shape, *lengths, slots, queue,
+                                     max_queue_wait_s=wait).summary(slo_s)
+    return out
+
+
+def overload_seconds(predicted: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Seconds each overload run is predicted to take (`predict_setups`), plus the exercise's
+    gateway run (taken as long as (d)'s: the same arrivals, refused or served)."""
+    seconds = {label: float(s["duration_s"] or 0.0) for label, s in predicted.items()}
+    seconds["exercise"] = seconds["d) gateway"]
+    return seconds
+
+
+def overload_candidates(slots: int) -> list[int]:
+    """`OVERLOAD_CANDIDATES` above 3 x slots, with 3 x slots first: the smallest overload
+    `labs.sizing.overload` allows still makes every lesson of the notebook hold."""
+    least = 3 * max(1, slots)
+    return [least] + [n for n in OVERLOAD_CANDIDATES if n > least]
+
+
+def plan_overload(budget: Any, cost: Any, uncapped: ServerLimits, backend: str,
+                  capacity_rps: float, slots: int, *, multiple: float = 2.0,
+                  prompt_tokens: int = 128, max_tokens: int = 32) -> Any:
+    """The largest overload (request count) whose runs, every setup and the exercise's
+    gateway together, are predicted to fit `OVERLOAD_SHARE` of the notebook's budget
+    (`labs.timebudget.NotebookBudget.plan`)."""
+    from .workload import Poisson
+
+    def total_s(requests: int) -> float:
+        shape = Poisson(rate_rps=multiple * capacity_rps, requests=requests, seed=1)
+        return sum(overload_seconds(predict_setups(cost, uncapped, backend, shape,
+                                                   prompt_tokens, max_tokens)).values())
+
+    return budget.plan("overload, every setup", overload_candidates(slots), total_s,
+                       OVERLOAD_SHARE)
+
+
+def capacity_seconds(cost: Any, limits: ServerLimits, slots: int, prompt_tokens: int,
+                     max_tokens: int) -> float:
+    """How long `labs.experiments.measure_capacity` is predicted to take (its closed loop of
+    2 x slots users, two rounds, and one warm-up request)."""
+    from .simulate import replay
+    from .workload import Closed
+
+    users = 2 * max(1, slots)
+    run = replay(cost, limits, Closed(users, requests=2 * users), prompt_tokens, max_tokens)
+    return run.duration_s + _alone_ttft_s(cost, limits, prompt_tokens, max_tokens)
+
+
+def run_overload(label: str, profile: str, shape: Any, workload: Any, budget: Any,
+                 predicted_s: float, *, extra_flags: tuple[str, ...] = ()) -> Any:
+    """One setup of the overload: its engine started (or reused), `shape` sent, the run timed
+    against its prediction (the restart is not counted: the notebook does not choose it)."""
+    from .client import connect
+    from .loadgen import run_sync
+    from .server import ensure_server
+
+    ensure_server(profile, extra_flags=extra_flags)
+    conn = connect()
+    with budget.timed(label, predicted_s):
+        return run_sync(shape, workload, conn=conn, warmup=1, progress=False, label=label)
