@@ -33,3 +33,7 @@ notebooks:
 
 clean: stop
 	rm -rf $(VENV) .pytest_cache
+
+.PHONY: docs
+docs:  # the README's and the guides' numbers and docs/reference/ from results/ (python -m labs.coursedocs run makes them)
+	$(PY) -m labs.coursedocs write
