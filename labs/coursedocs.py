@@ -263,12 +263,6 @@ def _facts_02(r: Results) -> str:
             f"KV at 4,000 tokens adds {num(kv, 0, '%')} to a step's read")
 
 
-def one_stream_tok_s(r: Results) -> Any:
-    """One user alone, decode tok/s: 02's best single-stream measurement."""
-    decode = [at(x, "decode_tok_s") for x in r.findings("02_bandwidth_ceiling").get("single_stream") or []]
-    return max((d for d in decode if d), default=None)
-
-
 def _facts_03(r: Results) -> str:
     f = r.findings("03_continuous_batching")
     sweep, predicted = f.get("sweep") or [], f.get("sweep_predicted") or []
