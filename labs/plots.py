@@ -295,3 +295,64 @@ def cost_by_concurrency(panels: Mapping[str, tuple[pd.DataFrame, Mapping[str, An
     fig.set_size_inches(6 * len(panels), 4.2)
     fig.tight_layout(rect=(0, 0.04, 1, 0.95))
     return fig
+
+
+def goodput_by_slo(table: pd.DataFrame, factors: Sequence[float],
+                   meta: Mapping[str, Any]) -> Figure:
+    """05: goodput of each setup (rows) for SLOs of `factors` x the baseline (columns, in the
+    same order): which setup wins depends on the SLO."""
+    fig, (ax,) = _figure("Which setup wins depends on the SLO", meta)
+    for label, row in table.iterrows():
+        ax.plot(list(factors), list(row.values), "o-", label=label)
+    ax.set_xscale("log")
+    ax.set_xticks(list(factors), [f"{f:g}x" for f in factors])
+    ax.set_xlabel("SLO: p95 TTFT within this multiple of the unloaded baseline")
+    ax.set_ylabel("goodput (requests/s within the SLO)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
+def gateway_queue(run: Any, at_once_s: float, max_wait_s: float) -> Figure:
+    """05: a gateway run with a queue, request by request: when each was sent (x) and how
+    long until its first token or its 503 (y), by outcome: served at once, served after a
+    wait in the queue (TTFT over `at_once_s`, the p95 TTFT of the same gateway without a
+    queue), refused at once (queue full), refused after waiting `max_wait_s`. Below, how many
+    waited in the queue over time (a served waiter leaves it `at_once_s` before its token)."""
+    fig, axes = plt.subplots(2, 1, figsize=(7.5, 5.5), sharex=True,
+                             gridspec_kw={"height_ratios": [3, 1]})
+    fig.suptitle(f"The gateway's queue: {run.label}", fontsize=12)
+    fig.text(0.5, 0.005, where(run.metadata), ha="center", fontsize=8, color="gray")
+    kinds = {"served at once": ("tab:green", "o"), "served after waiting": ("tab:blue", "o"),
+             "refused at once": ("tab:red", "x"), "refused after waiting": ("tab:orange", "x")}
+    points: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
+    spans: list[tuple[float, float]] = []  # (sent, left the queue) of each request that waited
+    for r in run.records:
+        if r.ok and r.ttft_s is not None:
+            waited = r.ttft_s > at_once_s
+            points["served after waiting" if waited else "served at once"].append((r.sent_s, r.ttft_s))
+            if waited:
+                spans.append((r.sent_s, r.sent_s + r.ttft_s - at_once_s))
+        elif not r.ok:
+            waited = r.e2e_s >= 0.5 * max_wait_s
+            points["refused after waiting" if waited else "refused at once"].append((r.sent_s, r.e2e_s))
+            if waited:
+                spans.append((r.sent_s, r.end_s))
+    ax = axes[0]
+    for kind, (color, marker) in kinds.items():
+        if points[kind]:
+            xs, ys = zip(*points[kind])
+            ax.scatter(xs, ys, color=color, marker=marker, s=24, label=f"{kind} ({len(xs)})")
+    ax.axhline(max_wait_s, color="gray", ls=":", label="max wait in the queue")
+    ax.set_ylabel("to first token or 503 (s)")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    times = sorted({t for span in spans for t in span} | {0.0})
+    depth = [sum(a <= t < b for a, b in spans) for t in times]
+    axes[1].step(times, depth, where="post", color="tab:blue")
+    axes[1].set_ylabel("waiting")
+    axes[1].set_xlabel("sent at (s from the run start)")
+    axes[1].grid(alpha=0.3)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+    return fig
