@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .client import Connection
+from .errors import ConfigError
 from .loadgen import run_sync, sweep
 from .results import SLO, RunResult, save_sweep, sweep_frame
 from .workload import Burst, Closed, Poisson, Shape, Workload, in_batches
@@ -125,8 +126,29 @@ def predicted_rate_sweep(cal, rates: Sequence[float], *, requests: int, prompt_t
         s = rep.summary()
         rows.append({**_rate_row(rate, [r.arrival_s for r in rep.requests],
                                  [r.end_s for r in rep.requests if r.end_s is not None]),
-                     "ttft_s_p50": s["ttft_s_p50"], "ttft_s_p95": s["ttft_s_p95"]})
+                     "ttft_s_p50": s["ttft_s_p50"], "ttft_s_p95": s["ttft_s_p95"],
+                     "duration_s": s["duration_s"]})
     return pd.DataFrame(rows)
+
+
+def arrival_candidates(capacity_rps: float, max_num_seqs: int) -> list[tuple[list[float], int]]:
+    """(rates, requests per rate) for 03b's Poisson runs, smallest to largest. The smallest
+    still shows the knee: one rate below capacity and one well above it, each with as many
+    requests as the engine runs at once, so the excess cannot all fit in the batch."""
+    if not capacity_rps > 0:
+        raise ConfigError(f"capacity must be a positive rate, not {capacity_rps!r}.")
+    few, some = (0.75, 1.5), (0.5, 1.0, 1.5, 2.0)
+    many = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+    return [([f * capacity_rps for f in fractions], n) for fractions, n in
+            ((few, max_num_seqs), (some, max_num_seqs), (some, 2 * max_num_seqs),
+             (many, 2 * max_num_seqs))]
+
+
+def predicted_rate_sweep_s(cal, rates: Sequence[float], requests: int, *, prompt_tokens: int,
+                           max_tokens: int) -> float:
+    """Seconds `rate_sweep` is predicted to take: its rates' replays, back to back."""
+    return float(predicted_rate_sweep(cal, rates, requests=requests, prompt_tokens=prompt_tokens,
+                                      max_tokens=max_tokens)["duration_s"].sum())
 
 
 def rate_knee(table: pd.DataFrame, keep_up: float = 0.9) -> float | None:
@@ -223,6 +245,20 @@ def save(name: str, findings: dict[str, object], runs: Sequence[RunResult] = (),
     if runs:
         save_sweep(list(runs), out_dir / f"{name}-runs.json")
     return path
+
+
+def load_runs(name: str, results_dir: Path | None = None) -> Experiment:
+    """The runs an earlier notebook saved with `save(name, ..., runs)`, and their table: 03b
+    analyses 03's sweep request by request instead of running it again."""
+    from .results import load_sweep
+    from .settings import Settings
+
+    path = (results_dir or Settings.from_env().results_dir) / f"{name}-runs.json"
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist: run notebook {name} first (it saves its runs "
+                          "there), then this cell again.")
+    runs = load_sweep(path)
+    return Experiment(sweep_frame(runs), tuple(runs))
 
 
 def _jsonable(value: object) -> object:
@@ -361,6 +397,55 @@ def predicted_single_stream(cal, output_lengths: Sequence[int],
         tpot = (req.e2e_s - req.ttft_s) / (n - 1)
         rows.append({"output_tokens": n, "tpot_s_p50": tpot, "decode_tok_s": 1 / tpot})
     return pd.DataFrame(rows)
+
+
+def sweep_candidates(levels: Sequence[int], knee: int | None) -> list[tuple[list[int], int]]:
+    """(levels, rounds) for 03's sweep, smallest to largest, for `timebudget` to choose
+    from. The smallest still shows the lesson: 1 user, a few low levels, and every doubling
+    from half the predicted knee to the end of `levels` (two doublings past it), so the gain,
+    the cliff and the flat top all have points."""
+    knee = knee or levels[-1]
+    sparse = [c for c in levels if c in (1, 4, 16) or c >= knee // 2]
+    every = list(levels)
+    return [(sparse, 1), (every, 1), (every, 2), (every, 3)]
+
+
+def predicted_sweep_s(cal, levels: Sequence[int], rounds: int, *, max_tokens: int,
+                      prompt_tokens: int) -> float:
+    """Seconds `concurrency_sweep` is predicted to take: the sum of its levels' replays."""
+    table = predicted_sweep(cal, levels, max_tokens=max_tokens, prompt_tokens=prompt_tokens,
+                            rounds=rounds)
+    return float(table["duration_s"].sum())
+
+
+def scheduler_candidates(max_num_seqs: int) -> list[tuple[int, tuple[int, ...], int]]:
+    """(slots, output lengths to mix, requests per slot) for 03's static-vs-continuous run,
+    smallest to largest. Lengths spread 8x or more, so a static batch usually waits for a
+    long answer while short ones have finished: the effect the run shows."""
+    small = (8, 16, 32, 64)
+    wide = (8, 16, 32, 64, 128)
+    return [c for c in [(4, small, 6), (4, small, 12), (8, wide, 12), (8, wide, 24)]
+            if c[0] <= max_num_seqs]
+
+
+def predicted_schedulers_s(cal, slots: int, lengths: Sequence[int], prompt_tokens: int) -> float:
+    """Seconds `static_vs_continuous` is predicted to take: both schedulers, back to back."""
+    from .simulate import static_vs_continuous as replayed
+
+    both = replayed(cal.steps, cal.limits, lengths, slots, prompt_tokens=prompt_tokens)
+    return both["static_s"] + both["continuous_s"]
+
+
+def two_doublings(levels: Sequence[int], max_num_seqs: int) -> tuple[int, int, int]:
+    """(a, 2a, 4a) from `levels`, with 4a as large as it can be while every user still runs at
+    once (4a <= max_num_seqs): 03's exercise predicts the third from the first two with a step
+    that costs `shared + c x own`, which holds while the whole batch is in one step."""
+    for target in sorted(levels, reverse=True):
+        if (target <= max_num_seqs and target % 4 == 0 and target // 4 in levels
+                and target // 2 in levels):
+            return target // 4, target // 2, target
+    raise ConfigError(f"levels {list(levels)} hold no three doublings a, 2a, 4a at or below "
+                      f"max_num_seqs ({max_num_seqs}).")
 
 
 def predicted_sweep(cal, levels: Sequence[int], *, max_tokens: int,

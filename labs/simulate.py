@@ -306,7 +306,8 @@ def predict_closed(cost: StepCost, limits: ServerLimits, levels: Sequence[int], 
         s = replay(cost, limits, Closed(c, requests=n), prompt_tokens, max_tokens).summary()
         rows.append({"concurrency": c, "requests": n, "agg_tok_s": s["agg_tok_s"],
                      "per_user_tok_s": s["per_user_tok_s"], "ttft_s_p50": s["ttft_s_p50"],
-                     "ttft_s_p95": s["ttft_s_p95"], "max_running": s["max_running"]})
+                     "ttft_s_p95": s["ttft_s_p95"], "max_running": s["max_running"],
+                     "duration_s": s["duration_s"]})
     return rows
 
 

@@ -40,7 +40,7 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     "01_provision": Budget(ci_s=45, full_s=150),
     "02_bandwidth_ceiling": Budget(ci_s=30, full_s=120),
-    "03_continuous_batching": Budget(ci_s=90, full_s=300),
+    "03_continuous_batching": Budget(ci_s=180, full_s=420),
     "03b_arrivals_and_goodput": Budget(ci_s=90, full_s=300),
     "04_kv_cache_exhaustion": Budget(ci_s=90, full_s=150),
     "05_bounded_admission": Budget(ci_s=120, full_s=360),

@@ -72,8 +72,9 @@ SECTIONS: tuple[Section, ...] = (
                     tuple(v / _A.CEILING_TOK_S for v in _A.MEASURED_SINGLE_STREAM_TOK_S)),
             )),
     Section("batching", "03_continuous_batching", "03 · Continuous batching and its cliff",
-            "One weight read serves every request in flight: aggregate throughput multiplies, "
-            "each user slows down, and past the cliff extra users only wait.",
+            "A step's shared part (the weight read on a GPU, mostly fixed per-step cost on this "
+            "CPU) serves every request in flight: aggregate throughput multiplies, each user "
+            "slows down, and past the cliff extra users only wait.",
             ("sweep",), _batching, (
                 Row("1 user (tok/s)", "single_user_tok_s", ",.1f", _A.BATCHING[1][0]),
                 Row("best aggregate (tok/s)", "best_agg_tok_s", ",.0f", _A_BEST[1][0]),
