@@ -331,12 +331,14 @@ def gateway_queue(run: Any, at_once_s: float, max_wait_s: float) -> Figure:
     for r in run.records:
         if r.ok and r.ttft_s is not None:
             waited = r.ttft_s > at_once_s
-            points["served after waiting" if waited else "served at once"].append((r.sent_s, r.ttft_s))
+            kind = "served after waiting" if waited else "served at once"
+            points[kind].append((r.sent_s, r.ttft_s))
             if waited:
                 spans.append((r.sent_s, r.sent_s + r.ttft_s - at_once_s))
         elif not r.ok:
             waited = r.e2e_s >= 0.5 * max_wait_s
-            points["refused after waiting" if waited else "refused at once"].append((r.sent_s, r.e2e_s))
+            kind = "refused after waiting" if waited else "refused at once"
+            points[kind].append((r.sent_s, r.e2e_s))
             if waited:
                 spans.append((r.sent_s, r.end_s))
     ax = axes[0]

@@ -240,6 +240,6 @@ def test_named_wrong_queues_fail_with_their_reason(name: str) -> None:
 def test_a_queue_of_the_old_cases() -> None:
     kw = {"max_wait_s": 1.0, "slot_every_s": 0.3, "max_in_flight": 3}
     assert checks.admission.useful_queue(3, **kw).ok is True
-    assert checks.admission.useful_queue(1, **kw).ok is False   # max wait / (e2e) ignores the N slots
-    assert checks.admission.useful_queue(4, **kw).ok is False   # rounded up: the last would wait too long
+    assert checks.admission.useful_queue(1, **kw).ok is False  # max wait / e2e ignores the N slots
+    assert checks.admission.useful_queue(4, **kw).ok is False  # rounded up: the last waits too long
     assert checks.admission.useful_queue(..., **kw).ok is None
