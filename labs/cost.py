@@ -22,7 +22,9 @@ multiple, a number of users) is an `Input` with its unit and its source, so a no
 print where each one came from. The defaults below quote the course's seed documents
 (shared/seeds); where no seed gives a figure, the source says it is an assumption.
 
-Pure functions of their arguments: nothing here talks to a server, prints or plots.
+Pure functions of their arguments, nothing printed or plotted; one exception talks to the
+server, `measure_cold_start`, the timing 07 starts from. `SweepSize` and `sweep_seconds` size
+07's measured sweep to its time budget (`labs.timebudget`) from the calibrated replay.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import ConfigError
+from .errors import ConfigError, ServerError
 
 SECONDS_PER_HOUR = 3600
 HOURS_PER_MONTH = 730  # 8,760 hours a year / 12: what cloud price sheets bill a month as
@@ -391,6 +393,86 @@ def download_s(weight_bytes: float, link_gbit_s: float) -> float:
     return weight_bytes * 8 / (link_gbit_s * 1e9)
 
 
+def measure_cold_start(profile: str = "naive", settings: Any = None) -> tuple[
+        dict[str, Any] | None, list[Any]]:
+    """Stop this port's server, start `profile` again and time it: (timings, [the first
+    request's run]). Timings: `stop_s` (not counted), `start_to_ready_s` (until /health
+    answers), `start_to_first_token_s` (until one request's first token arrives), and
+    `enforce_eager` (a start that compiles nothing). (None, []) when LABS_BASE_URL names a
+    server this notebook cannot restart."""
+    import time
+
+    from . import loadgen
+    from .client import connect
+    from .profiles import get_profile
+    from .server import ensure_server, stop
+    from .settings import Settings
+    from .workload import Closed, Workload
+
+    settings = settings or Settings.from_env()
+    if settings.base_url_override:
+        return None, []
+    t0 = time.perf_counter()
+    stop(settings)
+    t_start = time.perf_counter()
+    ensure_server(profile, settings)
+    t_ready = time.perf_counter()
+    first = loadgen.run_sync(Closed(1, requests=1), Workload(max_tokens=16), conn=connect(),
+                             progress=False, label="first request after a cold start")
+    record = first.records[0]
+    if not record.ok:
+        raise ServerError(f"the first request after a cold start failed: {record.error}")
+    t_first = first.metadata["perf_counter_t0"] + record.first_token_s
+    return {"stop_s": t_start - t0, "start_to_ready_s": t_ready - t_start,
+            "start_to_first_token_s": t_first - t_start,
+            "enforce_eager": "--enforce-eager" in get_profile(profile).flags(settings.backend)
+            }, [first]
+
+
+# --------------------------------------------------------------------------------------------
+# Sizing 07's sweep to its time budget
+
+
+@dataclass(frozen=True)
+class SweepSize:
+    """Which levels a sweep measures and how many rounds of requests each (a level of c users
+    sends max(c x rounds, 4) requests, as `labs.experiments.predicted_sweep` replays it)."""
+
+    levels: tuple[int, ...]
+    rounds: int
+
+    def __repr__(self) -> str:
+        return f"levels {', '.join(map(str, self.levels))} x {self.rounds} round(s)"
+
+
+def sweep_sizes(candidates: Sequence[int], operating_point: int,
+                rounds: Sequence[int] = (1, 2)) -> list[SweepSize]:
+    """Sweeps worth measuring, each with one user alone (the target's reference) and the
+    doublings around the predicted `operating_point`, from the narrowest bracket (half to
+    twice the point: the least that shows where the target binds) to every candidate level;
+    each bracket at every number of `rounds`. Unordered by time: sort by `sweep_seconds`."""
+    sizes: list[SweepSize] = []
+    for width in range(1, len(candidates) + 1):
+        low, high = operating_point / 2 ** width, operating_point * 2 ** width
+        levels = tuple(c for c in candidates if c == 1 or low <= c <= high)
+        for n in rounds:
+            size = SweepSize(levels, n)
+            if size not in sizes:
+                sizes.append(size)
+    return sizes
+
+
+def sweep_seconds(steps: Any, limits: Any, size: SweepSize, *, prompt_tokens: int,
+                  output_tokens: int) -> float:
+    """The sweep's duration predicted by the calibrated replay: each level in a closed loop,
+    one after the other (warm-ups not counted: two short requests)."""
+    from .simulate import replay
+    from .workload import Closed
+
+    return sum(replay(steps, limits, Closed(c, requests=max(c * size.rounds, 4)), prompt_tokens,
+                      output_tokens).duration_s for c in size.levels)
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -418,7 +500,8 @@ __all__ = [
     "reading_speed_tok_s", "replicas_needed", "cost_per_million_tokens",
     "time_in_system_s", "arrival_rate_rps", "in_flight", "replicas_by_arrival", "replicas_table",
     "break_even_utilisation", "monthly_cost", "arrivals_during", "download_s",
-    "gpu_price", "this_machine_price", "summary_row",
+    "gpu_price", "this_machine_price", "summary_row", "measure_cold_start",
+    "SweepSize", "sweep_sizes", "sweep_seconds",
     "TTFT_MULTIPLE", "READING_WORDS_PER_S", "TOKENS_PER_WORD", "USERS", "THINK_S",
     "ARTICLE_CARD_USD_PER_HOUR", "API_USD_PER_MILLION", "CPU_USD_PER_HOUR", "LINK_GBIT_S",
     "SEED_GPU_USD_PER_HOUR", "SECONDS_PER_HOUR", "HOURS_PER_MONTH",

@@ -16,6 +16,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import httpx
+import numpy as np
 import pandas as pd
 
 from . import loadgen
@@ -112,6 +113,82 @@ def predicted_ttft_cached(cost: StepCost, limits: ServerLimits, shared: SharedPr
         decode_context += sum(todo[i][0] for i in finished)
         arrived = users
     return ttft
+
+
+def prediction(cost: StepCost, limits: ServerLimits, shared: SharedPrefix, users: int,
+               output_tokens: int) -> pd.DataFrame:
+    """06's prediction for `users` requests sent together, cache off and on: KV blocks they
+    hold at the end, how many run at once to the end, prompt tokens computed, the hit rate,
+    and the p95 TTFT (off: the replay of labs.simulate; on: `predicted_ttft_cached`). The pool
+    lends `limits.num_blocks - 1` blocks: vLLM keeps one aside (its usage gauge divides by it)."""
+    from .simulate import replay
+
+    usable = limits.num_blocks - 1
+    off = replay(cost, limits, Burst(users), shared.prompt_tokens, output_tokens).summary()
+    on = float(np.percentile(predicted_ttft_cached(cost, limits, shared, users), 95))
+
+    def column(cached: bool, ttft_p95_s: float) -> dict[str, float]:
+        return {"blocks for everyone": shared.blocks_held(users, output_tokens, cached=cached),
+                "fit at once": shared.fit_at_once(usable, output_tokens, cached=cached),
+                "prefill tokens computed": shared.prefill_tokens(users, cached=cached),
+                "hit rate": shared.hit_rate(users) if cached else 0.0,
+                "TTFT p95 (s)": ttft_p95_s}
+
+    return pd.DataFrame({"cache off": column(False, off["ttft_s_p95"]),
+                         "cache on": column(True, on)})
+
+
+def predicted_vs_measured(prediction: pd.DataFrame, signals: pd.DataFrame,
+                          users: int) -> pd.DataFrame:
+    """What 06 predicted (`prediction`) beside what the engine reported (`signals`, one column
+    per run from `BurstRun.signals`), with the prediction's error in %. No more than `users`
+    can run at once, however many the pool would hold."""
+    rows = []
+    for run in ("cache on", "cache off"):
+        rows.append((f"most running at once, {run}", min(users, prediction.loc["fit at once", run]),
+                     signals.loc["max running", run]))
+    for name in ("prefill tokens computed", "hit rate"):
+        rows.append((f"{name}, cache on", prediction.loc[name, "cache on"],
+                     signals.loc[name, "cache on"]))
+    for run in ("cache on", "cache off"):
+        rows.append((f"TTFT p95 (s), {run}", prediction.loc["TTFT p95 (s)", run],
+                     signals.loc["TTFT p95 (s)", run]))
+    table = pd.DataFrame(rows, columns=["", "predicted", "measured"]).set_index("")
+    table["error %"] = 100 * (table["predicted"] - table["measured"]) / table["measured"]
+    return table
+
+
+def predicted_run_s(cost: StepCost, limits: ServerLimits, shared: SharedPrefix, users: int,
+                    output_tokens: int, *, cached: bool) -> float:
+    """Seconds `measure_burst` takes, its warm-up included, from the calibrated replay: what
+    06 sizes its bursts by (`labs.timebudget`). Cache off: the burst as it is. Cache on: the
+    first request computes the shared blocks, then the burst replays with only what follows
+    them, on a pool without the blocks held once (each request's own blocks are then exactly
+    what the replay holds for it); reading the shared KV is left out, so this is a little
+    short."""
+    from dataclasses import replace
+
+    from .simulate import replay
+
+    warm = replay(cost, limits, Closed(1, requests=1), shared.prompt_tokens, 4).duration_s
+    if not cached:
+        return warm + replay(cost, limits, Burst(users), shared.prompt_tokens,
+                             output_tokens).duration_s
+    held_once = shared.shared_blocks * shared.block_size
+    own = replace(limits, num_blocks=max(1, limits.num_blocks - shared.shared_blocks))
+    return (warm + held_once / cost.prefill_tok_s
+            + replay(cost, own, Burst(users), max(1, shared.prompt_tokens - held_once),
+                     output_tokens).duration_s)
+
+
+def compared(shared: SharedPrefix, users: int, ttft_off_s: float,
+             ttft_on_s: float) -> dict[str, float]:
+    """One column of 06's comparison between setups (this server, the article's card): p95
+    TTFT off and on, their ratio, and what the block size lets the cache share."""
+    return {"p95 TTFT, cache off (s)": ttft_off_s, "p95 TTFT, cache on (s)": ttft_on_s,
+            "off / on": ttft_off_s / ttft_on_s, "block size (tokens)": shared.block_size,
+            "full blocks shared": shared.shared_blocks,
+            "hit rate (block arithmetic)": shared.hit_rate(users)}
 
 
 def measure_shared_prefix(conn: Connection, workload: Workload, block_size: int,
