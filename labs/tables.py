@@ -18,8 +18,10 @@ def _cell(value: object, digits: int) -> object:
     if isinstance(value, bool) or not isinstance(value, Real):
         return value
     number = float(value)
-    if not math.isfinite(number) or number == int(number) and abs(number) >= 10:
-        return int(number) if math.isfinite(number) else number
+    if not math.isfinite(number):
+        return number
+    if number == int(number):
+        return int(number)
     return round(number, digits) if abs(number) >= 1 else float(f"{number:.{digits}g}")
 
 

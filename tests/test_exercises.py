@@ -59,10 +59,8 @@ def test_notebooks_are_in_sync_with_solutions() -> None:
 # neither assign it nor print it (print(), display(), an f-string, or the cell's last line).
 
 # (notebook, answer name): why the earlier cell is left as it is, for a later session to remove.
-# Names only: a value printed earlier under another name is not caught here. Known such value
-# leaks, left for issue 20's exercise rework: 03 prints `capacity_rps = best_row.agg_tok_s / 64`
-# before its requests-per-second exercise; 04 shows `signals` ("max running") before
-# `max_running`; 06's prediction table prints "blocks for everyone" and "hit rate".
+# Names only: a value printed earlier under another name is not caught here, so each check
+# computes its own expected value and the notebooks print none before the exercise asks.
 KNOWN_LEAKS: dict[tuple[str, str], str] = {}
 
 
