@@ -3,12 +3,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: lab test setup serve stop status notebooks clean help
+.PHONY: lab test lint setup serve stop status notebooks clean help
 
 help:
 	@echo "make lab    set up, start the vLLM server, open JupyterLab (Ctrl-C stops both)"
 	@echo "make test   set up, then run every test and every solution notebook on a live server"
 	@echo "make serve | stop | status    the server alone;  make notebooks  rebuild exercises"
+	@echo "make lint   ruff and mypy over labs/ and tests/ (the first step of make test)"
 
 setup:
 	@bash infra/local/setup.sh
@@ -16,7 +17,11 @@ setup:
 lab: setup
 	$(PY) -m labs lab
 
+lint: setup
+	$(PY) -m ruff check labs tests && $(PY) -m mypy
+
 test: setup
+	$(PY) -m ruff check labs tests && $(PY) -m mypy
 	$(PY) -m pytest tests solutions --nbmake --nbmake-timeout=900 -p no:cacheprovider --durations=10
 
 serve: setup

@@ -33,8 +33,9 @@ _LAZY_NAMES = {
     "SLO": "results", "RunResult": "results", "show": "tables",
 }
 _SUBMODULES = ("article", "calibration", "ceiling", "checks", "cost", "experiments",
-               "kvwait", "lessons", "loadgen", "metrics", "prefixcache", "server", "servermodel", "simulate",
-               "sizing", "stepsplit", "admission_runs", "predictions", "timebudget", "diagrams")
+               "kvwait", "lessons", "loadgen", "metrics", "prefixcache", "server", "servermodel",
+               "simulate", "sizing", "stepsplit", "admission_runs", "predictions", "timebudget",
+               "diagrams")
 
 __all__ = [
     "ConfigError", "LabsError", "ModelError", "PortInUse", "ServerAlreadyRunning",

@@ -16,10 +16,10 @@ from .calibration import add_cli as _add_calibrate_cli
 from .card import add_cli as _add_card_cli
 from .ceiling import add_cli as _add_ceiling_cli
 from .cluster import add_cli as _add_cluster_cli
+from .errors import LabsError
 from .infra import add_cli as _add_infra_cli
 from .loadgen import add_cli as _add_bench_cli
 from .predict import add_cli as _add_predict_cli
-from .errors import LabsError
 from .profiles import DEFAULT_PROFILE, PROFILES, get_profile
 from .settings import Settings
 

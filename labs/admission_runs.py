@@ -7,9 +7,9 @@ profile's engine *is* the `bounded` profile, so both setups are one server.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 from .errors import ConfigError
 from .servermodel import ServerLimits, flag_value, with_flags
@@ -50,8 +50,8 @@ def caps_against_pool(limits: ServerLimits, backend: str) -> Any:
 
     here = with_flags(limits, get_profile("bounded").flags(backend))
     card = ServerLimits(article.NUM_GPU_BLOCKS, article.BLOCK_SIZE,
-                        int(flag_value(article.BOUNDED_FLAGS, "max-model-len")),
-                        int(flag_value(article.BOUNDED_FLAGS, "max-num-seqs")), 2048)
+                        int(cast(str, flag_value(article.BOUNDED_FLAGS, "max-model-len"))),
+                        int(cast(str, flag_value(article.BOUNDED_FLAGS, "max-num-seqs"))), 2048)
     rows = {}
     for where, lim in (("this server (bounded)", here), (f"article: {article.GPU}", card)):
         rows[where] = {"max_num_seqs": lim.max_num_seqs, "max_model_len": lim.max_model_len,
@@ -190,7 +190,7 @@ def predict_gateway(cost: Any, limits: ServerLimits, shape: Any, prompt_tokens: 
     half = getattr(cost, "request_overhead_s", 0.0) / 2
     arrivals = deque(float(t) for t in shape.arrival_times_s())
     offered, first = len(arrivals), (arrivals[0] if arrivals else 0.0)
-    engine, waiting = _Engine(limits), deque()
+    engine, waiting = _Engine(limits), deque[SimRequest]()
     served: list[SimRequest] = []
     refused: list[float] = []  # when each refusal was sent
     in_flight, now = 0, 0.0

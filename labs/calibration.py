@@ -86,11 +86,11 @@ class Calibration:
             fit = self.steps.step_s(p.batch, p.context_tokens, 0)
             rows.append({"measured": p.label, "value_s": p.step_s, "fit_s": fit,
                          "error_pct": 100 * (fit - p.step_s) / p.step_s})
-        for p in self.ttft_points:
-            fit = self.predict_ttft_alone_s(p.prompt_tokens)
-            rows.append({"measured": f"TTFT alone, {p.prompt_tokens:.0f} prompt tokens",
-                         "value_s": p.ttft_s, "fit_s": fit,
-                         "error_pct": 100 * (fit - p.ttft_s) / p.ttft_s})
+        for t in self.ttft_points:
+            fit = self.predict_ttft_alone_s(t.prompt_tokens)
+            rows.append({"measured": f"TTFT alone, {t.prompt_tokens:.0f} prompt tokens",
+                         "value_s": t.ttft_s, "fit_s": fit,
+                         "error_pct": 100 * (fit - t.ttft_s) / t.ttft_s})
         return rows
 
     def predict_ttft_alone_s(self, prompt_tokens: float) -> float:
@@ -193,7 +193,7 @@ def server_limits(conn: Connection) -> ServerLimits:
 
     settings = Settings.from_env()
     pool = scrape(conn.base_url).cache_config()
-    if pool.num_gpu_blocks is None or pool.block_size is None:
+    if pool is None or pool.num_gpu_blocks is None or pool.block_size is None:
         raise ConfigError(f"{conn.base_url}/metrics has no vllm:cache_config_info; is it a "
                           "vLLM server (0.32 or newer)?")
     with conn.http(timeout=10) as http:

@@ -19,6 +19,7 @@ config; the counting covers Llama/Qwen2/Qwen3/Mistral-style dense decoders with 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -145,7 +146,7 @@ def kv_bytes_per_token(config: Mapping[str, Any], dtype: str | None = None) -> i
     dtype = dtype or config_dtype(config) or "bfloat16"
     value = (_require(config, "num_hidden_layers") * kv_heads(config) * head_dim(config)
              * 2 * bytes_per_param(dtype))
-    return int(math.ceil(value))
+    return math.ceil(value)
 
 
 def weight_bytes_from_config(config: Mapping[str, Any], dtype: str | None = None) -> int:
@@ -153,7 +154,7 @@ def weight_bytes_from_config(config: Mapping[str, Any], dtype: str | None = None
     dtype = dtype or config_dtype(config)
     if dtype is None:
         raise ConfigError("the config names no dtype; pass one (e.g. bfloat16).")
-    return int(math.ceil(count_parameters(config) * bytes_per_param(dtype)))
+    return math.ceil(count_parameters(config) * bytes_per_param(dtype))
 
 
 def step_bytes_of(config: Mapping[str, Any], weight_bytes: int, dtype: str | None) -> int:
@@ -169,7 +170,7 @@ def step_bytes_of(config: Mapping[str, Any], weight_bytes: int, dtype: str | Non
     dtype = dtype or config_dtype(config) or "bfloat16"
     hidden, vocab = _require(config, "hidden_size"), _require(config, "vocab_size")
     table = vocab * hidden * bytes_per_param(dtype)
-    return int(math.ceil(weight_bytes - table + hidden * bytes_per_param(dtype)))
+    return math.ceil(weight_bytes - table + hidden * bytes_per_param(dtype))
 
 
 # --- safetensors --------------------------------------------------------------------------
@@ -275,7 +276,7 @@ def model_size(model: str | Path, dtype: str | None = None, kv_dtype: str | None
                 weight = files.stored_bytes
                 shown = _stored_dtype(files) or "/".join(files.dtypes)
             else:
-                weight = int(math.ceil(params * bytes_per_param(dtype)))
+                weight = math.ceil(params * bytes_per_param(dtype))
                 shown = dtype
             source = f"{files.files} safetensors header(s)"
         else:
@@ -534,7 +535,7 @@ def _measure_numpy(array_bytes: int, repeats: int, threads: int) -> BandwidthMea
     src = np.ones(n, dtype=np.float32)
     dst = np.empty_like(src)
     bounds = np.linspace(0, n, threads + 1, dtype=np.int64)
-    parts = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    parts = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
     # numpy releases the GIL inside copyto and ufunc reductions, so threads run in parallel.
     with ThreadPoolExecutor(threads) as pool:
         def copy() -> None:
@@ -543,7 +544,8 @@ def _measure_numpy(array_bytes: int, repeats: int, threads: int) -> BandwidthMea
         def read() -> None:
             list(pool.map(lambda s: np.maximum.reduce(src[s]), parts))
 
-        copy(), read()  # warm-up: page faults and thread start-up are not bandwidth
+        copy()  # warm-up: page faults and thread start-up are not bandwidth
+        read()
         copy_s = _best_time(copy, repeats)
         read_s = _best_time(read, repeats)
     nbytes = n * 4

@@ -9,6 +9,7 @@ sentence with the command that starts a server, not a connection-refused traceba
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -33,7 +34,7 @@ class Connection:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
 
-    def openai(self, **kwargs: object):
+    def openai(self, **kwargs: Any):
         """An `openai.OpenAI` client pointed at this server."""
         from openai import OpenAI
 

@@ -32,8 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ClusterError
-from .infra import (DATA_PARALLEL, ENGINE_DEPLOYMENT, GATEWAY_DEPLOYMENT, INFRA, NAMESPACE,
-                    OVERLAY_NAMES, OVERLAYS, ROUTER)
+from .infra import (
+    DATA_PARALLEL,
+    ENGINE_DEPLOYMENT,
+    GATEWAY_DEPLOYMENT,
+    INFRA,
+    NAMESPACE,
+    OVERLAY_NAMES,
+    OVERLAYS,
+    ROUTER,
+)
 from .profiles import PROFILES
 
 API_KEY_SECRET, API_KEY_FIELD = "vllm-api-key", "api-key"

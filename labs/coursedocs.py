@@ -92,7 +92,7 @@ class Results:
         return entry.get("wall_s") if entry.get("ok") else None
 
     def run_scales(self) -> set[str]:
-        return {e.get("scale") for e in self.course_run.values() if e.get("scale")}
+        return {e["scale"] for e in self.course_run.values() if e.get("scale")}
 
     def run_cpu(self) -> str | None:
         return next((e.get("cpu") for e in self.course_run.values() if e.get("cpu")), None)
@@ -237,7 +237,7 @@ def _facts_01(r: Results) -> str:
     f = r.findings("01_provision")
     measured, predicted = f.get("ttft_by_prompt_length") or [], f.get("ttft_predicted") or []
     lengths = " / ".join(num(at(x, "target_tokens")) for x in measured) or NOT_MEASURED
-    ms = lambda rows: " / ".join(  # noqa: E731
+    ms = lambda rows: " / ".join(
         num(at(x, "ttft_s_p50") * 1000 if at(x, "ttft_s_p50") is not None else None)
         for x in rows) or NOT_MEASURED
     kv = at(f, "kv_state", -1)
@@ -689,7 +689,7 @@ def region_notebook_times(r: Results, times: Sequence[NotebookTime], solutions_d
                  f"{sum(t.counts.reading_min() + t.counts.doing_min() for t in times):.0f} min",
                  f"{sum(t.self_paced_min for t in times):.0f} min"])
     size = "full size" if scales == {"full"} else "CI size" if scales == {"ci"} else "the run's size"
-    header = [f"notebook", f"compute, measured ({size})", "budget (full / CI)",
+    header = ["notebook", f"compute, measured ({size})", "budget (full / CI)",
               "sized runs: predicted → actual", "reading + exercises (estimate)",
               "on your own (compute + estimate)"]
     rule = (f"The estimate is a rule (`labs.coursedocs.ReadingRule`): markdown at "
@@ -704,7 +704,7 @@ def region_plan(r: Results, times: Sequence[NotebookTime], solutions_dir: Path) 
     rows = [[f"{start // 60}:{start % 60:02d}", str(length), block, mode, note]
             for start, length, block, mode, note in plan.rows]
     by_mode = {m: [nb for nb, mode in plan.modes.items() if mode == m] for m in MODES}
-    listed = lambda names: ", ".join(f"`{nb}`" for nb in names) or "none"  # noqa: E731
+    listed = lambda names: ", ".join(f"`{nb}`" for nb in names) or "none"
     applied = {(nb, m) for nb, m in CUT_LADDER if MODES.index(plan.modes.get(nb, "live")) >= MODES.index(m)}
     next_cuts = [f"`{nb}` {m}" for nb, m in CUT_LADDER
                  if (nb, m) not in applied and nb in plan.modes][:3]

@@ -8,6 +8,7 @@ what it promises.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -145,7 +146,7 @@ def where_requests_wait() -> Figure:
               (10.3, 1.5, "KV pool\n(blocks)", "mistyrose")]
     for x, w, text, colour in stages:
         _box(ax, x, y, w, h, text, colour=colour)
-    for (x0, w0, *_), (x1, *_rest) in zip(stages, stages[1:]):
+    for (x0, w0, *_), (x1, *_rest) in itertools.pairwise(stages):
         _arrow(ax, (x0 + w0 + 0.05, y + h / 2), (x1 - 0.05, y + h / 2))
     _arrow(ax, (3.25, y), (3.25, y - 0.9), colour="tab:red")
     ax.text(3.25, y - 1.2, "full: sheds with 503 + Retry-After", ha="center", fontsize=9,

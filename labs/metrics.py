@@ -249,7 +249,7 @@ class Snapshot:
 
     def _int(self, name: str) -> int | None:
         value = self.value(name)
-        return None if value is None else int(round(value))
+        return None if value is None else round(value)
 
     @property
     def running(self) -> int | None:
@@ -278,7 +278,7 @@ class Snapshot:
         out: dict[str, int] = {}
         for s in self.select(ADMISSION_REJECTIONS):
             reason = s.label("reason") or "unknown"
-            out[reason] = out.get(reason, 0) + int(round(s.value))
+            out[reason] = out.get(reason, 0) + round(s.value)
         return out
 
     @property

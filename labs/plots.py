@@ -14,7 +14,8 @@ from matplotlib.ticker import ScalarFormatter
 
 def where(meta: Mapping[str, Any]) -> str:
     """'SmolLM2-135M-Instruct · vLLM 0.32.0 · Linux x86_64, 2 x AMD EPYC' from run metadata."""
-    parts = [meta.get("model"), f"vLLM {meta['vllm_version']}" if meta.get("vllm_version") else None,
+    parts = [meta.get("model"),
+             f"vLLM {meta['vllm_version']}" if meta.get("vllm_version") else None,
              meta.get("hardware")]
     return " · ".join(str(p) for p in parts if p)
 
@@ -90,9 +91,11 @@ def goodput_vs_throughput(table: pd.DataFrame, meta: Mapping[str, Any],
     fig, (ax,) = _figure("Throughput against goodput: where to operate", meta)
     c = table["concurrency"]
     ax.plot(c, table["agg_tok_s"] / 64, "o-", label="completed (req/s, from tok/s / 64)")
-    ax.plot(c, table["goodput_rps"], "s-", color="tab:green", label="goodput (req/s within the SLO)")
+    ax.plot(c, table["goodput_rps"], "s-", color="tab:green",
+            label="goodput (req/s within the SLO)")
     if operating_users:
-        ax.axvline(operating_users, color="gray", ls=":", label=f"operating point: {operating_users} users")
+        ax.axvline(operating_users, color="gray", ls=":",
+                   label=f"operating point: {operating_users} users")
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_xlabel("concurrent users")

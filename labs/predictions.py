@@ -59,7 +59,8 @@ class Scored:
                 ("measured", self.measured, "" if self.measured is not None else "not measured")]
         width = max(len(_fmt(v)) for _, v, _ in rows)
         lines = [f"Prediction: {self.what}"]
-        lines += [f"  {label:<9}{_fmt(value):>{width}}   {note}".rstrip() for label, value, note in rows]
+        lines += [f"  {label:<9}{_fmt(value):>{width}}   {note}".rstrip()
+                  for label, value, note in rows]
         lines += textwrap.wrap(self.verdict, WIDTH, initial_indent="  ", subsequent_indent="    ")
         return "\n".join(lines)
 
@@ -106,8 +107,8 @@ def _judge(what: str, mine: object, model: float | None, measured: float | None,
         return done(f"✅ right on: within {_times(factor)} of the measurement{closer}.",
                     number, factor, "right")
     grade = next(word for limit, word in GRADES if factor <= limit)
-    return done(f"{'🟡' if grade == 'close' else '❌'} {grade}: {_times(factor)} too {side}{closer}. "
-                f"You guessed {side}: {hint}", number, factor, side)
+    return done(f"{'🟡' if grade == 'close' else '❌'} {grade}: {_times(factor)} too "
+                f"{side}{closer}. You guessed {side}: {hint}", number, factor, side)
 
 
 def _closer(factor: float, model: float | None, measured: float) -> str:

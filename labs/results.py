@@ -16,6 +16,7 @@ several tokens. Missing data is None, never 0, so "no answer" cannot pass for "i
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import Counter
@@ -77,7 +78,7 @@ class RequestRecord:
     @property
     def itl_s(self) -> tuple[float, ...]:
         t = self.token_times_s
-        return tuple(b - a for a, b in zip(t, t[1:], strict=False))
+        return tuple(b - a for a, b in itertools.pairwise(t))
 
     @property
     def tpot_s(self) -> float | None:

@@ -38,14 +38,27 @@ from enum import Enum
 from pathlib import Path
 
 from . import embedded, processes
-from .commands import (API_SERVER_MODULE, SERVER_KEEP_ALIVE_S, engine_command, engine_env,
-                       gateway_command, gateway_env, served_model_name)
+from .commands import (
+    API_SERVER_MODULE,
+    SERVER_KEEP_ALIVE_S,
+    engine_command,
+    engine_env,
+    gateway_command,
+    gateway_env,
+    served_model_name,
+)
 from .errors import ConfigError, ServerAlreadyRunning
 from .processes import spawn_logged
 from .profiles import DEFAULT_PROFILE, get_profile
 from .settings import Settings
-from .startup import (check_port_free, default_start_timeout, free_port, likely_cause, log_tail,
-                      wait_healthy)
+from .startup import (
+    check_port_free,
+    default_start_timeout,
+    free_port,
+    likely_cause,
+    log_tail,
+    wait_healthy,
+)
 
 # The names other modules, tests and notebooks reach through labs.server (some now live in
 # labs.commands and labs.startup, which it re-exports).
@@ -195,7 +208,7 @@ class VLLMServer:
         self._gateway: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self, timeout_s: float | None = None, progress: bool = True) -> "VLLMServer":
+    def start(self, timeout_s: float | None = None, progress: bool = True) -> VLLMServer:
         if self.state is not State.NEW:
             raise ConfigError(f"this server object is {self.state.value}; make a new one.")
         s = self.settings
@@ -264,13 +277,13 @@ class VLLMServer:
         s = self.settings
         glog = s.run_dir / "gateway.log"
         cmd = gateway_command(self.profile, s, upstream)
-        self._gateway = spawn_logged(cmd, glog, gateway_env(s))
+        gateway = self._gateway = spawn_logged(cmd, glog, gateway_env(s))
         assert self.record is not None
-        self.record = replace(self.record, gateway_pid=self._gateway.pid,
-                              gateway_started=processes.start_time(self._gateway.pid),
+        self.record = replace(self.record, gateway_pid=gateway.pid,
+                              gateway_started=processes.start_time(gateway.pid),
                               gateway_log_path=str(glog))
         self._write_record()
-        wait_healthy(s.base_url, 60.0, alive=lambda: self._gateway.poll() is None,
+        wait_healthy(s.base_url, 60.0, alive=lambda: gateway.poll() is None,
                      log=glog, progress=progress, what="the gateway")
 
     def stop(self) -> None:
@@ -286,7 +299,7 @@ class VLLMServer:
             _record_path(self.settings).unlink(missing_ok=True)
         self.state = State.STOPPED
 
-    def __enter__(self) -> "VLLMServer":
+    def __enter__(self) -> VLLMServer:
         return self.start() if self.state is State.NEW else self
 
     def __exit__(self, *exc: object) -> None:

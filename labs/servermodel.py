@@ -48,6 +48,11 @@ class StepCost(Protocol):
         """(parameter, value with unit, what it means) rows for a person to read."""
         ...
 
+    @property
+    def prefill_tok_s(self) -> float:
+        """Prompt tokens a second when prefill is all a step does (prefixcache uses it)."""
+        ...
+
 
 @dataclass(frozen=True)
 class LinearSteps:

@@ -73,7 +73,7 @@ class Settings:
     scale: str
 
     @classmethod
-    def from_env(cls, **overrides: object) -> "Settings":
+    def from_env(cls, **overrides: object) -> Settings:
         env = os.environ
         backend = env.get("LABS_BACKEND", "auto").lower()
         if backend == "auto":

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import deque
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,7 +113,8 @@ class Replay:
             "requests": len(self.requests),
             "duration_s": duration,
             "agg_tok_s": out / duration if duration else None,
-            "per_user_tok_s": (float(np.mean([r.max_tokens / r.e2e_s for r in done]))
+            "per_user_tok_s": (float(np.mean([r.max_tokens / e for r in done
+                                                  if (e := r.e2e_s) is not None]))
                                if done else None),
             "request_rate_rps": len(done) / duration if duration else None,
             "ttft_s_p50": percentile(ttft, 50), "ttft_s_p95": percentile(ttft, 95),

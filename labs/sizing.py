@@ -8,13 +8,13 @@ what the uncapped engine can serve, concurrency levels that reach past the predi
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import ConfigError
 from .servermodel import ServerLimits, StepCost
 from .simulate import predict_closed
+
 
 def fit_at_once(limits: ServerLimits, prompt_tokens: int, output_tokens: int) -> int:
     """How many such requests hold their whole KV at the same time (whole blocks each)."""

@@ -34,7 +34,7 @@ class LiveDashboard:
         self._thread: threading.Thread | None = None
         self._widgets: dict[str, Any] = {}
 
-    def __enter__(self) -> "LiveDashboard":
+    def __enter__(self) -> LiveDashboard:
         self.sampler.start()
         if self.live:
             self._show()

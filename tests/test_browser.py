@@ -175,7 +175,7 @@ def _run_all(page: Any) -> None:
                 r"""() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
                          .some(e => /\[(\*|\d+)\]/.test(e.textContent))""", timeout=20_000)
             return
-        except Exception:  # playwright's TimeoutError and the above: close menus, try again
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError and the above: close menus, try again
             page.keyboard.press("Escape")
             time.sleep(2)
     shot = _shot(page, "run-all-did-not-start.png")
@@ -188,7 +188,7 @@ def _wait_until_done(page: Any, name: str) -> None:
     at an error, which the saved notebook then shows). On a timeout, a screenshot says where."""
     try:
         _wait_for_prompts(page)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a timeout or a closed page: either way, show where it stopped
         shot = _shot(page, f"{name}-timeout.png")
         prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
         pytest.fail(f"Run All did not finish in {RUN_TIMEOUT_MS / 1000:.0f} s; prompts "

@@ -229,11 +229,11 @@ def test_staircase_falls_back_to_the_raw_records(cpu: Path) -> None:
 
 
 def test_no_results_is_an_error_that_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(ResultsError, match="no results folder at .*run the notebooks first"):
+    with pytest.raises(ResultsError, match=r"no results folder at .*run the notebooks first"):
         card.summarize(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "bench.json").write_text("{}")
-    with pytest.raises(ResultsError, match="no saved results in .*notebooks 01-07"):
+    with pytest.raises(ResultsError, match=r"no saved results in .*notebooks 01-07"):
         card.summarize(tmp_path / "empty")
 
 
@@ -286,7 +286,7 @@ def test_compare_reads_a_card_json_from_elsewhere(cpu: Path, gpu: Path, tmp_path
     thin = card.render_html([card.load_summary(tmp_path / "thin.json")])
     assert "unknown machine" in thin and "not measured yet — run notebook 03" in thin
     (tmp_path / "odd.json").write_text('{"kind": "sweep"}')
-    with pytest.raises(ResultsError, match="not a card.json"):
+    with pytest.raises(ResultsError, match=r"not a card\.json"):
         card.load_summary(tmp_path / "odd.json")
 
 

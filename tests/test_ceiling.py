@@ -197,7 +197,7 @@ def test_not_a_safetensors_file(tmp_path: Path):
 
 
 def test_unknown_model_lists_known_models(tmp_path: Path):
-    with pytest.raises(ConfigError, match="Qwen/Qwen2.5-7B-Instruct"):
+    with pytest.raises(ConfigError, match=r"Qwen/Qwen2\.5-7B-Instruct"):
         c.model_size("no/such-model", models_dir=tmp_path)
 
 
@@ -246,7 +246,7 @@ def test_cli_json_for_a_known_model(capsys):
 
 
 def test_cli_the_articles_card_and_model_read_14_1_gb_a_step(capsys):
-    rc, out = _run(["ceiling", "--gpu", "rtx-4000-ada", "--model", "Qwen/Qwen2.5-7B-Instruct",
+    _rc, out = _run(["ceiling", "--gpu", "rtx-4000-ada", "--model", "Qwen/Qwen2.5-7B-Instruct",
                     "--json"], capsys)
     report = json.loads(out)
     assert report["step_bytes"] == pytest.approx(14.14e9, rel=1e-3)
@@ -265,7 +265,7 @@ def test_cli_article_numbers_and_table(capsys):
 
 
 def test_cli_model_folder(tiny_model, capsys):
-    rc, out = _run(["ceiling", "--bandwidth-gbs", "100", "--model", str(tiny_model), "--json"],
+    _rc, out = _run(["ceiling", "--bandwidth-gbs", "100", "--model", str(tiny_model), "--json"],
                    capsys)
     report = json.loads(out)
     assert report["params"] == c.count_parameters(TINY) and report["kv_bytes_per_token"] == 32

@@ -9,7 +9,7 @@ wrong answers fail, with a message that says why."""
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 from typing import Any, NamedTuple
 
 import pytest
@@ -48,7 +48,7 @@ class Machine(NamedTuple):
         return 3 * self.baseline_ttft_s  # the notebook's SLO
 
 
-@lru_cache(maxsize=None)
+@cache
 def machine(name: str) -> Machine:
     if name == "cpu":
         cost, uncapped, backend = EPYC, CPU_SMALL_POOL, "cpu"

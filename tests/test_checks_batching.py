@@ -135,5 +135,6 @@ def test_request_rate_is_tokens_over_tokens_per_answer(machine: str) -> None:
     top = int(table.concurrency.max())
     agg = float(table.loc[table.concurrency == top, "agg_tok_s"].iloc[0])
     assert checks.batching.request_rate(agg / 64, table, top).ok is True
-    assert checks.batching.request_rate(agg, table, top).ok is False            # tokens, not requests
-    assert checks.batching.request_rate(agg / 64 / top, table, top).ok is False  # divided by users too
+    assert checks.batching.request_rate(agg, table, top).ok is False  # tokens, not requests
+    # divided by users too
+    assert checks.batching.request_rate(agg / 64 / top, table, top).ok is False

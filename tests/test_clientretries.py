@@ -5,6 +5,7 @@ M = 0. The attempts the helper counts are the requests the server saw."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import threading
@@ -105,7 +106,7 @@ def test_default_retries_send_each_refusal_three_times_and_none_sends_it_once(se
     assert set(retried.loc[retried["outcome"] == "refused", "statuses"]) == {(503, 503, 503)}
     for times in retried.loc[retried["outcome"] == "refused", "came_back_s"]:
         assert len(times) == 3
-        assert all(b - a >= 0.09 for a, b in zip(times, times[1:]))  # slept retry-after-ms
+        assert all(b - a >= 0.09 for a, b in itertools.pairwise(times))  # slept retry-after-ms
     assert (once["attempts"] == 1).all()
     assert list(once["outcome"].value_counts().sort_index().items()) == [
         ("refused", 4), ("served", 2)]

@@ -157,8 +157,12 @@ def real_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _no_kubectl_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     monkeypatch.setattr(cluster, "find_kubectl", lambda: "/opt/bin/kubectl")
     calls: list[list[str]] = []
-    monkeypatch.setattr(cluster.subprocess, "run",
-                        lambda argv, **kw: calls.append(argv) or subprocess.CompletedProcess(argv, 0))
+
+    def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(cluster.subprocess, "run", run)
     return calls
 
 

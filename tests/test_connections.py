@@ -72,9 +72,13 @@ def test_each_client_keeps_one_connection_for_as_long_as_the_server_does() -> No
 
 
 def test_sharing_lends_the_given_client_and_leaves_it_open() -> None:
-    seen = []
-    shared = httpx.AsyncClient(transport=httpx.MockTransport(
-        lambda request: seen.append(request.url.path) or httpx.Response(200)))
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(200)
+
+    shared = httpx.AsyncClient(transport=httpx.MockTransport(answer))
 
     async def go() -> None:
         leases = ConnectionLeases.sharing(shared)

@@ -37,7 +37,7 @@ def test_cost_per_million_is_the_hour_over_its_tokens() -> None:
     assert math.isnan(cost.cost_per_million_tokens(math.nan, 100.0))  # a machine with no price
     for bad in (0, -1.0, math.inf, "fast", None):
         with pytest.raises(ConfigError):
-            cost.cost_per_million_tokens(1.0, bad)  # type: ignore[arg-type]
+            cost.cost_per_million_tokens(1.0, bad)
 
 
 def test_break_even_utilisation() -> None:
@@ -60,7 +60,7 @@ def test_replicas_round_up_to_whole_servers() -> None:
     assert cost.replicas_needed(np.int64(500), np.int64(16)) == 32
     for users, per in ((0, 4), (10, 0), (10.5, 4), (True, 4), (10, 2.0)):
         with pytest.raises(ConfigError):
-            cost.replicas_needed(users, per)  # type: ignore[arg-type]
+            cost.replicas_needed(users, per)
 
 
 def test_monthly_cost_and_reading_speed() -> None:
@@ -144,7 +144,7 @@ def test_arrival_rate_is_users_over_a_request_and_a_think() -> None:
     assert cost.arrival_rate_rps(10, 2.0, 0) == pytest.approx(5.0)   # no think: N / W
     for bad in (-1.0, math.inf, True):
         with pytest.raises(ConfigError):
-            cost.arrival_rate_rps(10, 2.0, bad)  # type: ignore[arg-type]
+            cost.arrival_rate_rps(10, 2.0, bad)
     with pytest.raises(ConfigError):
         cost.arrival_rate_rps(10, 0, 30.0)
 

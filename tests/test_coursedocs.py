@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,7 +142,8 @@ def test_counting_follows_the_stated_rule(tmp_path: Path) -> None:
              {"cell_type": "code", "metadata": {"tags": ["exercise"]}, "source": ["z = ..."]},
              {"cell_type": "code", "metadata": {"tags": ["check"]}, "source": ["check(z)"]}]
     path = tmp_path / "nb.ipynb"
-    path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4,
+                                "nbformat_minor": 5}))
     counts = coursedocs.count(path)
     assert (counts.words, counts.code_cells, counts.predictions, counts.exercises) == (3, 5, 1, 1)
     rule = coursedocs.RULE
@@ -156,7 +158,8 @@ def test_numbers_never_read_zero_for_missing_data() -> None:
     assert coursedocs.at({"a": []}, "a", 0, "b") is None
 
 
-def test_run_refuses_an_unknown_notebook_before_starting_anything(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_refuses_an_unknown_notebook_before_starting_anything(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("LABS_SCALE", "LABS_HEADLESS", "LABS_STRICT_CHECKS", "LABS_OWNER_PID"):
         monkeypatch.setenv(name, "1" if name != "LABS_SCALE" else "ci")
     with pytest.raises(ConfigError, match="no solution notebook named 99_nothing"):
@@ -164,6 +167,7 @@ def test_run_refuses_an_unknown_notebook_before_starting_anything(monkeypatch: p
 
 
 def test_a_failing_cell_is_named(tmp_path: Path) -> None:
+    cells: list[dict[str, Any]]
     cells = [{"id": "a", "cell_type": "code", "metadata": {}, "execution_count": None,
               "outputs": [], "source": "x = 1"},
              {"id": "b", "cell_type": "code", "metadata": {}, "execution_count": None,

@@ -6,13 +6,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.text import Text  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 
-from labs import diagrams, plots  # noqa: E402
+from labs import diagrams, plots
 
 
 def _texts(fig: Figure) -> str:
@@ -69,5 +69,5 @@ def test_blocks_against_users_plot_draws_the_arithmetic_line() -> None:
     ax = fig.axes[0]
     line = ax.get_lines()[0]
     assert list(line.get_ydata()) == [3, 12, 48]          # users x ceil(320 / 128)
-    assert "KV blocks in use" == ax.get_ylabel()
+    assert ax.get_ylabel() == "KV blocks in use"
     assert "the pool: 60 blocks" in _texts(fig)

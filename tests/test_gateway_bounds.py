@@ -808,7 +808,7 @@ def test_the_hostile_clients_benchmark_passes_against_a_fake_engine(tmp_path) ->
     spec = importlib.util.spec_from_file_location("hostile_clients", path)
     bench = importlib.util.module_from_spec(spec)
     sys.modules["hostile_clients"] = bench  # its dataclasses look their module up
-    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    spec.loader.exec_module(bench)
     with StubServer(FakeEngine()) as engine:
         port = free_port()
         gateway_config = GatewayConfig(

@@ -30,8 +30,8 @@ import pytest
 import labs
 from labs import gateway as gw
 from labs import loadgen
-from labs.metrics import Snapshot, scrape
 from labs.connections import ONE_CONNECTION
+from labs.metrics import Snapshot, scrape
 from labs.server import free_port
 
 pytestmark = pytest.mark.server

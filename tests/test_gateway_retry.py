@@ -48,7 +48,7 @@ def advisor(holds_s: list[float], depth: int = 0, *, seed: int = 0,
         clock.now += hold
         times.finished(holder)
     cfg = GatewayConfig(UP, **{"max_in_flight": 4, "max_queue": 8, **config})
-    return retry.RetryAdvisor(cfg, Queue(depth), times=times,  # type: ignore[arg-type]
+    return retry.RetryAdvisor(cfg, Queue(depth), times=times,
                               rng=random.Random(seed))
 
 
@@ -74,10 +74,10 @@ def test_the_hint_grows_with_service_time_and_queue_depth() -> None:
 def test_places_reserved_for_requests_being_counted_are_ahead_too() -> None:
     a = advisor([4.0] * 8, depth=2)
     before = a.expected_wait_s("queue_full")
-    a.admission.reserved = 3  # type: ignore[attr-defined]
+    a.admission.reserved = 3
     assert a.slots_to_free() == 2 + 3 + 1
     assert a.expected_wait_s("queue_full") == pytest.approx(before * 6 / 3)
-    a.admission.in_flight, a.admission.queue_depth = 1, 0  # type: ignore[attr-defined]
+    a.admission.in_flight, a.admission.queue_depth = 1, 0
     assert a.slots_to_free() == 1  # places held, but a slot free: the next release is ours
 
 

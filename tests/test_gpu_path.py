@@ -13,7 +13,7 @@ their asserts agree with each other on a GPU, not what a GPU measures.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -40,13 +40,13 @@ class Burst04(NamedTuple):
     large: Replay
 
 
-@lru_cache(maxsize=None)
+@cache
 def card(gpu: str) -> Card:
     return Card(predict.datasheet_steps(gpu, article.MODEL),
                 predict.datasheet_limits(gpu, article.MODEL))
 
 
-@lru_cache(maxsize=None)
+@cache
 def burst_04(gpu: str) -> Burst04:
     """04's sizing under `make test` (ci=True), replayed on both pools as 04 does."""
     steps, limits = card(gpu)
@@ -56,7 +56,7 @@ def burst_04(gpu: str) -> Burst04:
     return Burst04(burst, wait, small, large)
 
 
-@lru_cache(maxsize=None)
+@cache
 def sweep(gpu: str) -> tuple[pd.DataFrame, list[int], int | None]:
     """03's and 07's predicted closed-loop sweep on the card: the levels the notebooks choose
     (`labs.sizing.concurrency_levels`), predicted at each."""
@@ -97,7 +97,8 @@ def test_04_shrinks_the_pressure_pool_never_the_prompts(gpu: str) -> None:
     assert served.blocks_for(served.max_model_len) <= served.num_blocks
     assert total <= served.max_model_len
     # within the CI budget, at the target
-    assert "(meets the 65% target)" in burst.why and f"(within the {kvwait.CI_BUDGET_S:.0f} s budget)" in burst.why
+    assert "(meets the 65% target)" in burst.why
+    assert f"(within the {kvwait.CI_BUDGET_S:.0f} s budget)" in burst.why
     assert burst.predicted_duration_s <= kvwait.CI_BUDGET_S
     assert burst_04(gpu).wait == burst.predicted
 

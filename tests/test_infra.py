@@ -33,14 +33,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
-import infra_schemas
-
 from labs import cluster, infra
 from labs.errors import ClusterError
 from labs.gateway import Admission, GatewayMetrics
 from labs.profiles import PROFILES
 from labs.server import SERVER_KEEP_ALIVE_S, engine_env
 from labs.settings import Settings
+
+import infra_schemas
 
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
@@ -559,7 +559,7 @@ def _vllm_wire_names() -> set[str]:
     package = Path(spec.submodule_search_locations[0])
     definition = re.compile(r"(counter|gauge|histogram)(?:_cls)?\(\s*name=\"(vllm:\w+)\"", re.I)
     suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
-    names = set()
+    names: set[str] = set()
     for path in (package / "v1" / "metrics").glob("*.py"):
         for kind, name in definition.findall(path.read_text()):
             names.update(name + s for s in suffixes[kind.lower()])
@@ -575,7 +575,7 @@ def _gateway_wire_names() -> set[str]:
 def _epp_wire_names() -> set[str]:
     """The router's metric names, from llm-d-router v0.10.0 (tests/fixtures/llm-d-router)."""
     suffixes = {"counter": ("",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
-    names = set()
+    names: set[str] = set()
     for line in (FIXTURES / "llm-d-router" / "epp-metrics.txt").read_text().splitlines():
         if line and not line.startswith("#"):
             kind, name = line.split()

@@ -77,7 +77,7 @@ def test_the_pressure_pool_overflows_by_the_article_ratio() -> None:
     assert kvwait.pressure_pool(card, 2, 184, 4000).num_blocks == card.blocks_for(4184)
 
 
-# design / plan on the CPU ----------------------------------------------------------------------------
+# design / plan on the CPU -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def cpu_plans() -> dict[tuple[str, bool], kvwait.PoolBurst]:
@@ -119,7 +119,8 @@ def test_why_says_honestly_whether_the_target_and_the_budget_were_met(cpu_plans,
     assert (f"(over the {budget:.0f} s budget)" in burst.why) == (not within)
     assert f"predicted pool share {share:.0%}" in burst.why
     # whatever the budget, the design keeps the pool's predicted share above the lesson's floor
-    assert share >= 0.5 and burst.predicted.pressure_last_ttft_s > burst.predicted.control_last_ttft_s
+    assert share >= 0.5
+    assert burst.predicted.pressure_last_ttft_s > burst.predicted.control_last_ttft_s
 
 
 def test_what_each_cpu_gets_under_ci_and_in_full(cpu_plans) -> None:
@@ -151,7 +152,7 @@ def test_the_predicted_split_is_the_replay_of_the_chosen_burst(cpu_plans) -> Non
     assert record["predicted"] == wait.to_dict() and record["why"] == burst.why
 
 
-# design with a pool sized per candidate (a GPU's --num-gpu-blocks-override) -------------------------
+# design with a pool sized per candidate (a GPU's --num-gpu-blocks-override) -----------------------
 
 def test_a_sized_pressure_pool_comes_with_the_flags_that_give_it_to_the_server() -> None:
     card = ServerLimits(num_blocks=2426, block_size=16, max_model_len=32768, max_num_seqs=256,
@@ -172,7 +173,7 @@ def test_a_sized_pressure_pool_comes_with_the_flags_that_give_it_to_the_server()
     assert burst.users * served.blocks_for(burst.prompt_tokens) > served.num_blocks
 
 
-# impossible input ----------------------------------------------------------------------------------
+# impossible input ---------------------------------------------------------------------------------
 
 def test_fewer_than_two_users_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="at least 2 users"):

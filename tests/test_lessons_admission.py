@@ -189,7 +189,7 @@ def test_a_too_long_prompt_served_or_slow_fails(status: int | None, seconds: flo
 @pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, None, True, "1"])
 def test_numbers_must_be_numbers(bad: object) -> None:
     with pytest.raises(ConfigError):
-        admission.goodput_above_naive(17, bad, 7, 28.0)  # type: ignore[arg-type]
+        admission.goodput_above_naive(17, bad, 7, 28.0)
     with pytest.raises(ConfigError):
         admission.served_within_slo([0.4, bad], 0.8)  # type: ignore[list-item]
     with pytest.raises(ConfigError):
@@ -210,8 +210,9 @@ AVX512 = LinearSteps(fixed_s=0.050, per_seq_s=0.00154, per_context_token_s=3.9e-
 def test_the_closing_burst_is_04s_and_fits_the_gateways_prompt_budget() -> None:
     burst = admission_runs.closing_burst(AVX512, CPU_SMALL_POOL, "cpu", ci=True)
     naive = ServerLimits(364, 128, 8192, 128, 2048)   # the pool 04 designs against
+    planned = kvwait.plan(AVX512, naive, "cpu", ci=True)
     assert (burst.users, burst.prompt_tokens, burst.output_tokens) == \
-        (lambda b: (b.users, b.prompt_tokens, b.output_tokens))(kvwait.plan(AVX512, naive, "cpu", ci=True))
+        (planned.users, planned.prompt_tokens, planned.output_tokens)
     assert burst.prompt_tokens <= 1024 and burst.pressure.pool_tokens == 5120
 
 
@@ -261,7 +262,7 @@ def test_the_client_lesson_holds_for_spread_retries_and_fails_for_waves_or_slow_
     spread = [(0.02, 1.1 + 0.13 * i, 3.2 + 0.17 * i) for i in range(9)]  # [W, 2W) jitter
     assert admission.client_sees_the_refusal(_retry_tables(spread), 3)["retried answers"] == 18
     waves = [(0.02, 2.02, 4.02)] * 9  # a constant Retry-After: everyone back at one instant
-    with pytest.raises(LessonNotHeld, match="not in waves.*largest share at one instant = 0.5"):
+    with pytest.raises(LessonNotHeld, match=r"not in waves.*largest share at one instant = 0\.5"):
         admission.client_sees_the_refusal(_retry_tables(waves), 3)
     slow = _retry_tables(spread)
     slow["max_retries=0"].loc[5, "done_s"] = 2.0  # refused after the first answer was whole

@@ -57,7 +57,7 @@ def test_everyone_running_at_once_fails_even_where_the_arithmetic_allows_it() ->
     assert "most running = 8" in message and "users = 8" in message
 
 
-# control_held_everyone -----------------------------------------------------------------------------
+# control_held_everyone ----------------------------------------------------------------------------
 
 def test_the_control_running_what_the_replay_predicts_holds() -> None:
     assert kvcache.control_held_everyone(32, 32) == {
@@ -74,7 +74,7 @@ def test_the_control_running_far_fewer_than_predicted_fails() -> None:
     assert "most running (control) = 9, predicted by the replay = 12" in message
 
 
-# pool_makes_the_wait -------------------------------------------------------------------------------
+# pool_makes_the_wait ------------------------------------------------------------------------------
 
 def test_the_redesigned_burst_where_the_pool_makes_most_of_the_wait_holds() -> None:
     numbers = kvcache.pool_makes_the_wait(37.3, 14.7)  # share 61 %
@@ -112,7 +112,7 @@ def test_the_share_threshold_can_be_raised() -> None:
     assert "(at least 65%)" in failure(kvcache.pool_makes_the_wait, 37.3, 14.7, min_share=0.65)
 
 
-# kv_full_only_under_pressure --------------------------------------------------------------------------
+# kv_full_only_under_pressure ----------------------------------------------------------------------
 
 def test_kv_pinned_only_on_the_small_pool_holds() -> None:
     full = 10 * 4 / 39  # 10 prompts of 4 blocks; the gauge divides by blocks - 1

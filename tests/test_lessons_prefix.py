@@ -41,7 +41,7 @@ def test_slower_with_the_cache_fails() -> None:
 
 def test_a_small_predicted_gain_still_needs_one_and_a_half() -> None:
     assert prefix.cached_faster(1.0, 1.6, predicted_ratio=1.8)["required"] == 1.5
-    with pytest.raises(LessonNotHeld, match="under 1.5x"):
+    with pytest.raises(LessonNotHeld, match=r"under 1\.5x"):
         prefix.cached_faster(1.0, 1.3, predicted_ratio=1.2)
 
 

@@ -132,7 +132,8 @@ def _cells(name: str) -> list[dict]:
     return json.loads((ROOT / "solutions" / name).read_text())["cells"]
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "solutions").glob("0[1-7]_*.ipynb")))
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (ROOT / "solutions").glob("0[1-7]_*.ipynb")))
 def test_every_notebook_asks_for_a_prediction_before_scoring_it(name: str) -> None:
     """01-07 each have an exercise cell that assigns `mine`, and a later cell that scores it."""
     scored = []

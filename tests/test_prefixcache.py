@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from labs import checks
+from labs.errors import ConfigError
 from labs.prefixcache import SharedPrefix, predicted_ttft_cached
 from labs.workload import Workload
-from labs.errors import ConfigError
 
 SHARED = SharedPrefix(prompt_tokens=1010, shared_tokens=1003, block_size=128)
 
@@ -51,7 +51,8 @@ def test_blocks_with_shared_prefix_check() -> None:
               block_size=128, usable_blocks=39)
     assert checks.prefix.blocks_with_shared_prefix(39, **kw).ok
     assert not checks.prefix.blocks_with_shared_prefix(144, **kw).ok     # nothing shared
-    assert not checks.prefix.blocks_with_shared_prefix(7 + 16 * 1, **kw).ok  # partial block shared too
+    # partial block shared too
+    assert not checks.prefix.blocks_with_shared_prefix(7 + 16 * 1, **kw).ok
     assert checks.prefix.blocks_with_shared_prefix(..., **kw).ok is None
 
 
@@ -60,7 +61,8 @@ def test_prefix_hit_rate_check() -> None:
               measured=0.832)
     assert checks.prefix.prefix_hit_rate(13_440 / 16_160, **kw).ok
     assert not checks.prefix.prefix_hit_rate(1003 / 1010, **kw).ok          # every request hits
-    assert not checks.prefix.prefix_hit_rate(15 * 1003 / (16 * 1010), **kw).ok  # not rounded to blocks
+    # not rounded to blocks
+    assert not checks.prefix.prefix_hit_rate(15 * 1003 / (16 * 1010), **kw).ok
 
 
 def test_predicted_ttft_cached_prefills_the_first_alone_then_only_what_is_not_shared() -> None:

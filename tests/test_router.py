@@ -24,9 +24,10 @@ import jsonschema
 import pytest
 import yaml
 
-import infra_schemas
 from labs import cluster, infra
 from labs.profiles import PROFILES
+
+import infra_schemas
 from test_infra import _blocks, _find, _render, _terraform, _workload
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -294,8 +295,8 @@ def test_services_and_the_statefulset_point_at_the_pods_they_mean() -> None:
 def test_envoy_hands_every_request_to_the_epp_beside_it_and_fails_closed() -> None:
     objs = _objs()
     envoy_config = yaml.safe_load(_find(objs, "ConfigMap", "router-envoy")["data"]["envoy.yaml"])
-    listeners = {l["address"]["socket_address"]["port_value"]: l
-                 for l in envoy_config["static_resources"]["listeners"]}
+    listeners = {lst["address"]["socket_address"]["port_value"]: lst
+                 for lst in envoy_config["static_resources"]["listeners"]}
     assert set(listeners) == {infra.ROUTER_PORT, 19001}
     http = listeners[infra.ROUTER_PORT]["filter_chains"][0]["filters"][0]["typed_config"]
     ext_proc = next(f for f in http["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")
@@ -486,7 +487,7 @@ def test_no_loadbalancer_service_exists_without_the_nodebalancer_firewall() -> N
         assert value is not None, f"{where}: {service['metadata']['name']} without a firewall"
         assert value == "FIREWALL_ID" or value.isdigit(), f"{where}: {value!r}"
         assert [p["port"] for p in service["spec"]["ports"]] == [80]
-    for where, service in _all_services():  # and nothing opens node ports some other way
+    for _where, service in _all_services():  # and nothing opens node ports some other way
         assert service.get("spec", {}).get("type", "ClusterIP") in ("ClusterIP", "LoadBalancer")
 
 

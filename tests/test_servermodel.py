@@ -11,8 +11,7 @@ import pytest
 from labs import calibration, ceiling, predict, simulate, sizing
 from labs.__main__ import main
 from labs.errors import ConfigError
-from labs.servermodel import LinearSteps, ServerLimits, flag_value, limits_from, \
-    scheduler_defaults
+from labs.servermodel import LinearSteps, ServerLimits, flag_value, limits_from, scheduler_defaults
 from labs.workload import Burst, Closed, Poisson
 
 # Two CPUs this project has met: 2026-12-01's calibration of a 2-core AMD EPYC with AVX-512
@@ -166,7 +165,6 @@ def test_the_fit_recovers_the_costs_it_was_made_from(truth):
 
 
 def test_ttft_alone_is_what_the_replay_says():
-    steps, ttfts = _points(FAST_CPU)
     cal = calibration.Calibration(steps=FAST_CPU, limits=CPU_NAIVE, model="m", hardware="h",
                                   vllm_version=None, backend="cpu", measured_at="", wall_s=0)
     for n in (64, 1024, 5000):  # 5,000 tokens: three chunks, each attending to the last

@@ -24,7 +24,8 @@ def _tags(cell: dict) -> list[str]:
     return cell.get("metadata", {}).get("tags", [])
 
 
-@pytest.mark.parametrize("path", CHAPTERS + [ROOT / "solutions" / "00_smoke.ipynb"], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", CHAPTERS + [ROOT / "solutions" / "00_smoke.ipynb"],
+                         ids=lambda p: p.stem)
 def test_no_code_cell_is_longer_than_ten_lines(path: Path) -> None:
     long = [(i, len("".join(c["source"]).splitlines())) for i, c in enumerate(_cells(path))
             if c["cell_type"] == "code" and len("".join(c["source"]).splitlines()) > MAX_LINES]

@@ -160,7 +160,7 @@ def test_plot_draws_every_split():
                                      operating_batch=64, context_tokens=64, card_steps=CARD,
                                      card_context_tokens=192)
     fig = plots.step_split(splits, {"model": "m", "hardware": "h"})
-    left, right = fig.axes[:2]
+    left, _right = fig.axes[:2]
     assert len(left.get_xticks()) == 4
-    heights = sorted(p.get_height() for p in left.patches)
+    heights = sorted(p.get_height() for p in left.patches)  # type: ignore[attr-defined]  # bars are Rectangles
     assert heights[-1] > 0

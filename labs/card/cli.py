@@ -15,6 +15,7 @@ from typing import Any
 from .data import _labels, has_data, load_summary, summarize
 from .render import write_card
 
+
 def _cmd_card(args: argparse.Namespace) -> int:
     import sys
 

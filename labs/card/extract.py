@@ -78,10 +78,7 @@ def _batching(f: Mapping[str, Any], _runs: Path) -> tuple[dict, dict]:
            if a is not None]
     single = next((a for a, c in agg if c == 1), None)
     best, best_at = max(agg) if agg else (None, None)
-    if "cliff_users" in f:
-        cliff = _num(f["cliff_users"])
-    else:
-        cliff = _find_cliff(series)
+    cliff = _num(f["cliff_users"]) if "cliff_users" in f else _find_cliff(series)
     errors = [e for e in series["errors"] if e is not None]
     values = {
         "single_user_tok_s": single, "best_agg_tok_s": best, "best_at_users": best_at,

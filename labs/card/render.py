@@ -19,6 +19,7 @@ from .data import CARD_SCHEMA_VERSION, _labels, has_data
 from .plots import PLOTS, _png, _with_data
 from .sections import SECTIONS, Section
 
+
 def fmt(value: object, spec: str = ",.2f") -> str:
     """A number for a table cell; a range as lo–hi; None as an em dash, never 0."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -73,7 +74,7 @@ def _wide_table(key_label: str, key_fmt: str, keys: Sequence[object],
     return _table(header, rows, groups)
 
 
-def _by_key(series: Mapping[str, list], key: str) -> dict[object, dict]:
+def _by_key(series: Mapping[str, list], key: str) -> dict[Any, dict]:
     keys = series.get(key, [])
     return {k: {f: vals[n] for f, vals in series.items() if n < len(vals)}
             for n, k in enumerate(keys) if k is not None}
@@ -82,8 +83,9 @@ def _by_key(series: Mapping[str, list], key: str) -> dict[object, dict]:
 def _batching_detail(secs, labels) -> str:
     cols = (("aggregate tok/s", "agg_tok_s", ",.0f"), ("per user tok/s", "per_user_tok_s", ",.1f"),
             ("p95 TTFT (s)", "ttft_s_p95", ",.2f"))
-    parts = [(label, _by_key(s["series"], "concurrency"), cols)
-             for label, s in zip(labels, secs) if has_data(s)]
+    parts: list[tuple[str, dict[Any, dict[str, Any]], tuple[tuple[str, str, str], ...]]] = [
+        (label, _by_key(s["series"], "concurrency"), cols)
+        for label, s in zip(labels, secs) if has_data(s)]
     theirs = {float(c): {"agg_tok_s": a, "per_user_tok_s": u}
               for c, (a, u) in article.BATCHING.items()}
     parts.append(("article", theirs, cols[:2]))

@@ -37,7 +37,7 @@ def next_level(value: object, table: object, a: int) -> Verdict:
     number = _number("predicted_agg_at_4a", value)
     if isinstance(number, Verdict):
         return report(number)
-    e = next_level_expected(table, a)  # type: ignore[arg-type]
+    e = next_level_expected(table, a)
     if not e["expected"] > 0:
         return report(Verdict(False, f"the levels {a} and {2 * a} give a step that shrinks with "
                                      "more users (noise in a short run): re-run the sweep."))
@@ -46,8 +46,8 @@ def next_level(value: object, table: object, a: int) -> Verdict:
                 if math.isfinite(e["measured"]) else "")
     if _near(number, e["expected"]):
         return report(Verdict(True, f"{number:,.0f} tok/s: right, from a shared "
-                                    f"{e['shared_s'] * 1e3:.1f} ms and {e['own_s'] * 1e3:.2f} ms per "
-                                    f"user a step{measured}."))
+                                    f"{e['shared_s'] * 1e3:.1f} ms and {e['own_s'] * 1e3:.2f} ms "
+                                    f"per user a step{measured}."))
     if _near(number, e["straight_line"]) or _near(number, e["doubling"]):
         why = ("that extends the gain as if a step did not grow with its batch (a web server's "
                "requests are independent; a step's users are not): each user adds `own` seconds "
@@ -69,15 +69,18 @@ def static_penalty(value: object, lengths: Sequence[int], slots: int) -> Verdict
     batches = [lengths[i:i + slots] for i in range(0, len(lengths), slots)]
     expected = sum(max(b) for b in batches) / (sum(lengths) / slots)
     if _near(number, expected, 0.02):
-        return report(Verdict(True, f"{number:.2f}x: right. Each batch lasts as long as its longest "
-                                    "answer, while continuous batching refills a slot at once."))
+        return report(Verdict(True, f"{number:.2f}x: right. Each batch lasts as long as its "
+                                    "longest answer, while continuous batching refills a slot "
+                                    "at once."))
     if _near(number, 1.0, 0.02):
         why = ("1x says a batch lasts as long as its average answer; it lasts as long as its "
                "longest: the others' slots sit empty until it ends.")
     elif _near(number, expected / slots, 0.02):
-        why = "continuous batching runs `slots` answers at once: divide the sum of lengths by slots."
+        why = ("continuous batching runs `slots` answers at once: divide the sum of lengths by "
+               "slots.")
     elif _near(number, 1 / expected, 0.02):
-        why = "that is continuous over static; the question asks how many times longer static takes."
+        why = ("that is continuous over static; the question asks how many times longer static "
+               "takes.")
     else:
         why = "static steps: sum of each batch's longest answer; continuous: sum(lengths) / slots."
     return report(Verdict(False, f"{number:.2f}x, but it should be {expected:.2f}x: {why}"))
@@ -90,12 +93,13 @@ def strict_operating_point(value: object, table: object, *, ttft_p95_s: float,
     number = _whole_number("users_within_strict_slo", value)
     if isinstance(number, Verdict):
         return report(number)
-    t: pd.DataFrame = table  # type: ignore[assignment]
+    t: pd.DataFrame = table
     meets = t[(t.ttft_s_p95 <= ttft_p95_s) & (t.tpot_s_p95 <= tpot_p95_s)]
     expected = int(meets.concurrency.max()) if len(meets) else 0
     if number == expected:
         return report(Verdict(True, f"{number} users: right, the most users whose p95 TTFT is "
-                                    f"within {ttft_p95_s:.2f} s and p95 TPOT within {tpot_p95_s:.2f} s."))
+                                    f"within {ttft_p95_s:.2f} s and p95 TPOT within "
+                                    f"{tpot_p95_s:.2f} s."))
     ttft_only = t[t.ttft_s_p95 <= ttft_p95_s].concurrency.max()
     tpot_only = t[t.tpot_s_p95 <= tpot_p95_s].concurrency.max()
     if number == int(t.loc[t.agg_tok_s.idxmax(), "concurrency"]):
@@ -108,7 +112,8 @@ def strict_operating_point(value: object, table: object, *, ttft_p95_s: float,
         why = "the answer is one of the sweep's levels (or 0)."
     else:
         why = "the most users with both p95 columns within the limits is the answer."
-    return report(Verdict(False, f"{number} users, but {expected} is the most that meet both: {why}"))
+    return report(Verdict(False, f"{number} users, but {expected} is the most that meet both: "
+                                 f"{why}"))
 
 
 def request_rate(value: object, table: object, concurrency: int) -> Verdict:

@@ -59,7 +59,7 @@ def price_at_operating_point(value: object, table: object, *, usd_per_hour: floa
                                     f"{point['agg_tok_s']:,.0f} tok/s (the {users} users of "
                                     f"the operating point together) is ${expected:,.4g} per "
                                     "million output tokens."))
-    near = lambda x: math.isclose(number, x, rel_tol=0.02)  # noqa: E731
+    near = lambda x: math.isclose(number, x, rel_tol=0.02)
     best = max((r for r in _levels(table) if r["agg_tok_s"] > 0), key=lambda r: r["agg_tok_s"])
     if best["concurrency"] != users and near(_per_million(usd_per_hour, best["agg_tok_s"])):
         hint = (f"that is the price at the sweep's highest tok/s ({int(best['concurrency'])} "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from . import Verdict, report, _number, _whole_number
+from . import Verdict, _number, _whole_number, report
 
 # A hit rate worked out exactly is exact; three decimals are within 0.0005. With 16-token
 # blocks the slip of not rounding to full blocks moves the rate by ~0.01, so a looser
@@ -63,7 +63,7 @@ def prefix_hit_rate(value: object, *, users: int, prompt_tokens: int, shared_tok
         later = ("the counters will say it when the burst runs." if measured is None
                  else f"the counters measured {measured:.3f}.")
         return report(Verdict(True, f"right: {expected:.3f}; {later}"))
-    near = lambda x: abs(number - x) <= HIT_RATE_TOLERANCE  # noqa: E731
+    near = lambda x: abs(number - x) <= HIT_RATE_TOLERANCE
     if near(shared_tokens / prompt_tokens):
         hint = ("that is the shared share of one prompt: the first request finds nothing "
                 "cached, and only full blocks are shared.")

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
 
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -81,9 +82,10 @@ class _Cut:
         self.gateway._cuts.add(self)
         return self.timeout
 
-    async def __aexit__(self, *exc: object) -> bool | None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
         self.gateway._cuts.discard(self)
-        return await self.timeout.__aexit__(*exc)  # type: ignore[arg-type]
+        await self.timeout.__aexit__(exc_type, exc, tb)
 
 
 class Gateway:

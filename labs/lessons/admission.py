@@ -129,7 +129,7 @@ def served_within_slo(served_ttft_s: Sequence[float],
     allowed = misses_allowed(n)
     return require(LESSON_SLO, n > 0 and misses <= allowed, {
         "served": n, "over the SLO": misses, "most a true 95 % explains": allowed,
-        "served p95 TTFT (s)": percentile(ttfts, 95) if ttfts else "none",
+        "served p95 TTFT (s)": "none" if (q := percentile(ttfts, 95)) is None else q,
         "SLO (s)": slo,
     }, hint=("It served nothing: is the gateway in front of a running engine?" if n == 0 else
              "The served requests waited: a smaller N, or M = 0, keeps them near the baseline."))
@@ -172,7 +172,7 @@ def burst_bounded(admitted_ttft_s: Sequence[float], refused_s: Sequence[float], 
     refused = [_positive("a refusal time", t, zero=True) for t in refused_s]
     predicted, lone = _positive("predicted_p95_s", predicted_p95_s), _positive("lone_s", lone_s)
     flags_last = _positive("flags_last_ttft_s", flags_last_ttft_s)
-    p95 = percentile(ttfts, 95) if ttfts else math.inf
+    p95 = math.inf if (q := percentile(ttfts, 95)) is None else q
     slowest_refusal = max(refused, default=0.0)
     lost = _count("users", users) - len(ttfts) - len(refused)
     why = [text for failed, text in (

@@ -15,8 +15,9 @@ from . import require
 CEILING_TOLERANCE = 0.05
 
 
-def single_stream_below_ceiling(measured_tok_s: float, ceiling_tok_s: float,
-                                tolerance: float = CEILING_TOLERANCE) -> dict[str, float | int | str]:
+def single_stream_below_ceiling(
+        measured_tok_s: float, ceiling_tok_s: float,
+        tolerance: float = CEILING_TOLERANCE) -> dict[str, float | int | str]:
     """One stream's decode speed (1 / TPOT) is at or below `bandwidth / bytes per step`.
 
     A stream may come up to `tolerance` above the ceiling (the measured bandwidth's own
