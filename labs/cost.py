@@ -465,12 +465,13 @@ def sweep_sizes(candidates: Sequence[int], operating_point: int,
 def sweep_seconds(steps: Any, limits: Any, size: SweepSize, *, prompt_tokens: int,
                   output_tokens: int) -> float:
     """The sweep's duration predicted by the calibrated replay: each level in a closed loop,
-    one after the other (warm-ups not counted: two short requests)."""
+    one after the other, and the two warm-up requests sent alone before the first."""
     from .simulate import replay
-    from .workload import Closed
+    from .workload import Burst, Closed
 
-    return sum(replay(steps, limits, Closed(c, requests=max(c * size.rounds, 4)), prompt_tokens,
-                      output_tokens).duration_s for c in size.levels)
+    warm = replay(steps, limits, Burst(1), prompt_tokens, output_tokens).duration_s
+    return 2 * warm + sum(replay(steps, limits, Closed(c, requests=max(c * size.rounds, 4)),
+                                 prompt_tokens, output_tokens).duration_s for c in size.levels)
 
 
 # --------------------------------------------------------------------------------------------

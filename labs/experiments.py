@@ -146,9 +146,14 @@ def arrival_candidates(capacity_rps: float, max_num_seqs: int) -> list[tuple[lis
 
 def predicted_rate_sweep_s(cal, rates: Sequence[float], requests: int, *, prompt_tokens: int,
                            max_tokens: int) -> float:
-    """Seconds `rate_sweep` is predicted to take: its rates' replays, back to back."""
-    return float(predicted_rate_sweep(cal, rates, requests=requests, prompt_tokens=prompt_tokens,
-                                      max_tokens=max_tokens)["duration_s"].sum())
+    """Seconds `rate_sweep` is predicted to take: its rates' replays, back to back, and the
+    two warm-up requests it sends alone before the first."""
+    from .simulate import replay
+
+    warm = replay(cal.steps, cal.limits, Burst(1), prompt_tokens, max_tokens).duration_s
+    return 2 * warm + float(predicted_rate_sweep(cal, rates, requests=requests,
+                                                 prompt_tokens=prompt_tokens,
+                                                 max_tokens=max_tokens)["duration_s"].sum())
 
 
 def rate_knee(table: pd.DataFrame, keep_up: float = 0.9) -> float | None:
@@ -394,6 +399,7 @@ def predicted_single_stream(cal, output_lengths: Sequence[int],
     rows = []
     for n in output_lengths:
         req = replay(cal.steps, cal.limits, Burst(1), prompt_tokens, n).requests[0]
+        assert req.e2e_s is not None and req.ttft_s is not None  # one user alone always finishes
         tpot = (req.e2e_s - req.ttft_s) / (n - 1)
         rows.append({"output_tokens": n, "tpot_s_p50": tpot, "decode_tok_s": 1 / tpot})
     return pd.DataFrame(rows)

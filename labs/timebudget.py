@@ -109,11 +109,32 @@ class NotebookBudget:
     total_s: float
     records: list[Timing] = field(default_factory=list)
 
+    reserved_s: float = 0.0
+
+    def reserve(self, run: str, seconds: float) -> None:
+        """Take `seconds` out of the budget for work the notebook does not size (01's
+        calibration, 07's cold start): the runs it does size then share what is left, so a
+        notebook that spent its budget on fixed work says so instead of printing "fits"."""
+        self.reserved_s += max(0.0, seconds)
+        self.records.append(Timing(run, seconds, seconds, seconds))
+
+    @contextmanager
+    def fixed(self, run: str) -> Iterator[None]:
+        """Time work the notebook does not size, and `reserve` what it took."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            took = time.perf_counter() - start
+            self.reserve(run, took)
+            print(f"{run}: took {took:.0f} s (fixed work; the sized runs share the rest)")
+
     def share(self, fraction: float) -> float:
-        """Seconds for one run: `fraction` of the notebook's budget."""
+        """Seconds for one run: `fraction` of what is left of the budget after `reserve`
+        (never less than a tenth of the whole: the smallest run still runs and says OVER)."""
         if not 0 < fraction <= 1:
             raise ConfigError(f"a run's share of the budget is in (0, 1], not {fraction}.")
-        return fraction * self.total_s
+        return fraction * max(self.total_s - self.reserved_s, 0.1 * self.total_s)
 
     def plan(self, run: str, candidates: Sequence[T], predict_s: Callable[[T], float],
              fraction: float) -> Plan[T]:
@@ -123,7 +144,8 @@ class NotebookBudget:
         return chosen
 
     @contextmanager
-    def timed(self, run: str, predicted_s: float, budget_s: float | None = None) -> Iterator[Timing]:
+    def timed(self, run: str, predicted_s: float,
+              budget_s: float | None = None) -> Iterator[Timing]:
         """Time a run against its prediction; prints both when it ends (also on error)."""
         timing = Timing(run, predicted_s, budget_s if budget_s is not None else self.total_s)
         self.records.append(timing)

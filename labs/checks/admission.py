@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from . import Verdict, report, missing, _whole_number
+from . import Verdict, _whole_number, report
 
 # Goodput must reach this share of what the engine completes per second when it is never
 # short of work (the notebook's setup (b), every request served from the engine's own queue).
@@ -123,7 +123,9 @@ def useful_queue(value: object, *, max_wait_s: float, slot_every_s: float,
     if isinstance(number, Verdict):
         return report(number)
     expected = math.floor(max_wait_s / slot_every_s)
-    if number == expected:
+    # `a // b` and `floor(a / b)` differ by one where a / b rounds up to a whole number
+    # (1.0 // 0.1 is 9.0, floor(1.0 / 0.1) is 10): either way of writing it is right.
+    if number in (expected, int(max_wait_s // slot_every_s)):
         return report(Verdict(True, f"right: {expected} (a slot every {slot_every_s:.2f} s, "
                                     f"{max_wait_s:.2f} s allowed)."))
     if number == math.floor(max_wait_s / (slot_every_s * max_in_flight)):
