@@ -459,15 +459,19 @@ def count(path: Path) -> Counts:
     tags = [set(c.get("metadata", {}).get("tags", [])) for c in cells]
     words = sum(len(re.findall(r"\S+", "".join(c["source"]))) for c in cells
                 if c["cell_type"] == "markdown")
-    marked = [t & {"exercise", "check", "prediction"} for t in tags]
-    marked = [t for t in marked if t]
+    sources = ["".join(c["source"]) for c in cells]
+    # A prediction is the exercise cell that assigns the name a `prediction` cell scores as
+    # `mine=` (06 asks for its prediction first and its exercises after, so order says nothing).
+    scored = {m for src, t in zip(sources, tags) if "prediction" in t
+              for m in re.findall(r"mine=(\w+)", src)}
     predictions = exercises = 0
-    for i, cell_tags in enumerate(marked):  # a prediction's next marked cell scores it
-        if "exercise" in cell_tags:
-            if i + 1 < len(marked) and "prediction" in marked[i + 1]:
-                predictions += 1
-            else:
-                exercises += 1
+    for src, cell_tags in zip(sources, tags):
+        if "exercise" not in cell_tags:
+            continue
+        if any(re.search(rf"^\s*{re.escape(name)}\s*=", src, re.M) for name in scored):
+            predictions += 1
+        else:
+            exercises += 1
     return Counts(words, sum(c["cell_type"] == "code" for c in cells), predictions, exercises)
 
 
@@ -535,6 +539,7 @@ def notebook_times(r: Results, solutions_dir: Path) -> list[NotebookTime]:
 
 
 SESSION_MIN = 180
+SLACK_MIN = 5  # a plan that ends on the minute has no room for one question: keep five
 WELCOME_MIN, WRAP_UP_MIN = 10, 5
 BREAKS = ((50, 10), (115, 5))  # (after the notebook that ends at or past this minute, length)
 SHOWN_MIN = 5                  # walk through the reference plots instead of running it
@@ -579,7 +584,7 @@ class Plan:
 
     @property
     def fits(self) -> bool:
-        return self.total_min <= SESSION_MIN
+        return self.total_min <= SESSION_MIN - SLACK_MIN
 
 
 def build_plan(times: Sequence[NotebookTime], rule: ReadingRule = RULE) -> Plan:
@@ -594,7 +599,7 @@ def build_plan(times: Sequence[NotebookTime], rule: ReadingRule = RULE) -> Plan:
         return fixed + sum(block_min(by_name[nb], mode, rule) for nb, mode in modes.items())
 
     for nb, mode in ladder:
-        if total() <= SESSION_MIN:
+        if total() <= SESSION_MIN - SLACK_MIN:
             break
         if nb in modes and nb not in NEVER_BELOW_LIVE and MODES.index(mode) > MODES.index(modes[nb]):
             modes[nb] = mode
@@ -957,7 +962,7 @@ def write_references(r: Results, out_dir: Path) -> tuple[list[Path], list[str]]:
         path = out_dir / ref.notebook / ref.filename
         try:
             fig = ref.draw(r)
-        except (_Missing, KeyError, TypeError, ValueError):
+        except (_Missing, AttributeError, IndexError, KeyError, TypeError, ValueError):
             missing.append(f"{ref.notebook}/{ref.filename}")
             continue
         data = _png(fig)
