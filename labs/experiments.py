@@ -94,57 +94,77 @@ def _rate_row(rate: float, sends: Sequence[float], ends: Sequence[float]) -> dic
             "served_over_arrived": served / arrived if served and arrived else None}
 
 
+def _per_rate(requests: int | Sequence[int], rates: Sequence[float]) -> list[int]:
+    counts = [requests] * len(rates) if isinstance(requests, int) else list(requests)
+    if len(counts) != len(rates) or min(counts, default=0) < 2:
+        raise ConfigError(f"give one request count (2 or more) per rate: {counts} for "
+                          f"{len(rates)} rates.")
+    return counts
+
+
 def rate_sweep(conn: Connection, rates: Sequence[float], workload: Workload, *,
-               requests: int, slo: SLO, progress: bool = True) -> Experiment:
+               requests: int | Sequence[int], slo: SLO, progress: bool = True) -> Experiment:
     """Open-loop arrivals (Poisson) at each rate: users who do not wait for each other, as
     in production. Per rate: the rate that arrived and the rate served, TTFT, TPOT and goodput
     under `slo`. Where service falls behind arrivals, the backlog grows for as long as the
-    load lasts: that is the knee (`rate_knee`)."""
+    load lasts: that is the knee (`rate_knee`). `requests` is one count, or one per rate."""
     runs, rows = [], []
-    for i, rate in enumerate(rates):
-        run = run_sync(Poisson(rate, requests=requests, seed=i), workload, conn=conn,
+    for i, (rate, n) in enumerate(zip(rates, _per_rate(requests, rates))):
+        run = run_sync(Poisson(rate, requests=n, seed=i), workload, conn=conn,
                        warmup=2 if i == 0 else 0, progress=progress, label=f"{rate:.2f} req/s")
         s = run.summary(slo)
         rows.append({**_rate_row(rate, [r.sent_s for r in run.records],
                                  [r.end_s for r in run.records if r.ok]),
                      "ttft_s_p50": s["ttft_s_p50"], "ttft_s_p95": s["ttft_s_p95"],
+                     "e2e_s_p95": s["e2e_s_p95"],
                      "tpot_s_p95": s["tpot_s_p95"], "goodput_rps": s["goodput_rps"],
                      "errors": s["requests"] - s["ok"]})
         runs.append(run)
     return Experiment(pd.DataFrame(rows), tuple(runs))
 
 
-def predicted_rate_sweep(cal, rates: Sequence[float], *, requests: int, prompt_tokens: int,
-                         max_tokens: int) -> pd.DataFrame:
+def predicted_rate_sweep(cal, rates: Sequence[float], *, requests: int | Sequence[int],
+                         prompt_tokens: int, max_tokens: int) -> pd.DataFrame:
     """`rate_sweep`'s table, predicted by replaying the same arrivals (the same seeds)."""
     from .simulate import replay
 
     rows = []
-    for i, rate in enumerate(rates):
-        rep = replay(cal.steps, cal.limits, Poisson(rate, requests=requests, seed=i),
+    for i, (rate, n) in enumerate(zip(rates, _per_rate(requests, rates))):
+        rep = replay(cal.steps, cal.limits, Poisson(rate, requests=n, seed=i),
                      prompt_tokens, max_tokens)
         s = rep.summary()
         rows.append({**_rate_row(rate, [r.arrival_s for r in rep.requests],
                                  [r.end_s for r in rep.requests if r.end_s is not None]),
                      "ttft_s_p50": s["ttft_s_p50"], "ttft_s_p95": s["ttft_s_p95"],
-                     "duration_s": s["duration_s"]})
+                     "e2e_s_p95": s["e2e_s_p95"], "duration_s": s["duration_s"]})
     return pd.DataFrame(rows)
 
 
-def arrival_candidates(capacity_rps: float, max_num_seqs: int) -> list[tuple[list[float], int]]:
-    """(rates, requests per rate) for 03b's Poisson runs, smallest to largest. The smallest
-    still shows the knee: one rate below capacity and one well above it, each with as many
-    requests as the engine runs at once, so the excess cannot all fit in the batch."""
+def arrival_candidates(capacity_rps: float,
+                       max_num_seqs: int) -> list[tuple[list[float], list[int]]]:
+    """(rates, requests at each rate) for 03b's Poisson runs, smallest to largest.
+
+    vLLM's batch is a buffer: it admits up to `max_num_seqs` requests at once, so an overload
+    hides until the excess has filled it. At f x capacity the excess arrives at (f - 1) x
+    capacity, and the batch is full after f / (f - 1) x max_num_seqs arrivals (2x at f = 2);
+    a rate above capacity therefore sends 3 x max_num_seqs, so the last third waits in the
+    queue and completions are capacity-bound for most of the run. A rate below capacity needs
+    no such length: half of max_num_seqs shows that service keeps up. The smallest candidate
+    is one rate of each kind."""
     if not capacity_rps > 0:
         raise ConfigError(f"capacity must be a positive rate, not {capacity_rps!r}.")
-    few, some = (0.75, 1.5), (0.5, 1.0, 1.5, 2.0)
+
+    def requests(f: float) -> int:
+        return 3 * max_num_seqs if f > 1 else max(8, max_num_seqs // 2)
+
+    few, some = (0.75, 2.0), (0.5, 1.0, 1.5, 2.0)
     many = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
-    return [([f * capacity_rps for f in fractions], n) for fractions, n in
-            ((few, max_num_seqs), (some, max_num_seqs), (some, 2 * max_num_seqs),
-             (many, 2 * max_num_seqs))]
+    return [([f * capacity_rps for f in fractions], [requests(f) for f in fractions])
+            for fractions in (few, some, many)]
 
 
-def predicted_rate_sweep_s(cal, rates: Sequence[float], requests: int, *, prompt_tokens: int,
+def predicted_rate_sweep_s(cal, rates: Sequence[float], requests: int | Sequence[int], *,
+                           prompt_tokens: int,
                            max_tokens: int) -> float:
     """Seconds `rate_sweep` is predicted to take: its rates' replays, back to back, and the
     two warm-up requests it sends alone before the first."""

@@ -122,8 +122,11 @@ def arrivals_vs_service(measured: pd.DataFrame, predicted: pd.DataFrame,
              label="p95 TTFT, measured")
     ax2.plot(predicted["offered_rps"], predicted["ttft_s_p95"], "s--", color="tab:red",
              alpha=0.5, label="p95 TTFT, predicted")
+    if "e2e_s_p95" in measured:  # the backlog waits in the batch first: whole answers slow down
+        ax2.plot(measured["offered_rps"], measured["e2e_s_p95"], "o-", color="tab:purple",
+                 label="p95 end to end, measured")
     ax2.set_xlabel("offered requests/s")
-    ax2.set_ylabel("TTFT (s)")
+    ax2.set_ylabel("seconds")
     ax2.set_yscale("log")
     if knee_rps is not None:
         ax2.axvline(knee_rps, color="black", ls="--", label=f"knee: {knee_rps:.1f} req/s")

@@ -41,7 +41,7 @@ BUDGETS: dict[str, Budget] = {
     "01_provision": Budget(ci_s=60, full_s=180),
     "02_bandwidth_ceiling": Budget(ci_s=60, full_s=150),
     "03_continuous_batching": Budget(ci_s=180, full_s=420),
-    "03b_arrivals_and_goodput": Budget(ci_s=90, full_s=300),
+    "03b_arrivals_and_goodput": Budget(ci_s=130, full_s=420),
     "04_kv_cache_exhaustion": Budget(ci_s=90, full_s=150),
     "05_bounded_admission": Budget(ci_s=180, full_s=420),
     "06_prefix_caching": Budget(ci_s=45, full_s=150),

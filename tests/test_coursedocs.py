@@ -138,7 +138,8 @@ def test_counting_follows_the_stated_rule(tmp_path: Path) -> None:
     cells = [{"cell_type": "markdown", "metadata": {}, "source": ["one two three"]},
              {"cell_type": "code", "metadata": {"tags": ["exercise"]}, "source": ["x = ..."]},
              {"cell_type": "code", "metadata": {}, "source": ["y = 1"]},
-             {"cell_type": "code", "metadata": {"tags": ["prediction"]}, "source": ["score()"]},
+             {"cell_type": "code", "metadata": {"tags": ["prediction"]},
+              "source": ["score(mine=x)"]},
              {"cell_type": "code", "metadata": {"tags": ["exercise"]}, "source": ["z = ..."]},
              {"cell_type": "code", "metadata": {"tags": ["check"]}, "source": ["check(z)"]}]
     path = tmp_path / "nb.ipynb"

@@ -132,3 +132,29 @@ def test_no_cliff_fails():
 def test_a_cliff_at_the_top_level_fails():
     with pytest.raises(LessonNotHeld, match="reaches past the cliff"):
         batching.flat_past_cliff(MEASURED, 256)
+
+
+def _arrivals(low_ratio: float, high_ratio: float, e2e_low: float, e2e_high: float) -> pd.DataFrame:
+    return pd.DataFrame({"offered_rps": [4.8, 9.6], "served_over_arrived": [low_ratio, high_ratio],
+                         "e2e_s_p95": [e2e_low, e2e_high], "ttft_s_p95": [0.3, 0.6]})
+
+
+def test_service_falling_behind_holds_when_the_batch_absorbs_the_backlog():
+    # TTFT barely doubles (the batch took the excess), but whole answers take 3x longer
+    numbers = batching.service_falls_behind(_arrivals(0.97, 0.72, 4.5, 14.0))
+    assert numbers["e2e_s_p95_high"] == 14.0
+
+
+def test_a_server_that_keeps_up_at_the_top_rate_fails():
+    with pytest.raises(LessonNotHeld, match="falls behind"):
+        batching.service_falls_behind(_arrivals(0.97, 0.95, 4.5, 14.0))
+
+
+def test_no_rise_in_latency_fails():
+    with pytest.raises(LessonNotHeld, match="end-to-end latency rises"):
+        batching.service_falls_behind(_arrivals(0.97, 0.72, 4.5, 6.0))
+
+
+def test_a_server_behind_at_the_lowest_rate_fails():
+    with pytest.raises(LessonNotHeld, match="serves what arrives"):
+        batching.service_falls_behind(_arrivals(0.7, 0.6, 4.5, 14.0))

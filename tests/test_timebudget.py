@@ -114,3 +114,33 @@ def test_a_cpu_twice_as_slow_runs_the_smallest_sizes_within_twice_the_budget() -
     total = sum(p.predicted_s for p in plans.values())
     print({k: round(p.predicted_s) for k, p in plans.items()}, round(total), ci)
     assert total <= 2.2 * ci
+
+
+def test_07_sweep_sizes_bracket_the_operating_point_and_grow() -> None:
+    from labs import cost
+
+    sizes = cost.sweep_sizes([1, 2, 4, 8, 16, 32, 64, 128], operating_point=16)
+    narrowest = sizes[0]
+    assert 1 in narrowest.levels and 8 in narrowest.levels and 32 in narrowest.levels
+    assert 128 not in narrowest.levels
+    assert any(s.levels == (1, 2, 4, 8, 16, 32, 64, 128) and s.rounds == 2 for s in sizes)
+    cal = _cal(AVX2)
+    seconds = [cost.sweep_seconds(cal.steps, cal.limits, s, prompt_tokens=32, output_tokens=64)
+               for s in sizes]
+    wider = [s for s in sizes
+             if set(narrowest.levels) < set(s.levels) and s.rounds == narrowest.rounds]
+    assert wider and all(cost.sweep_seconds(cal.steps, cal.limits, s, prompt_tokens=32,
+                                            output_tokens=64) > seconds[0] for s in wider)
+
+
+def test_06_a_cached_burst_is_predicted_shorter_than_the_uncached_one() -> None:
+    from labs import prefixcache
+
+    shared = prefixcache.SharedPrefix(prompt_tokens=1024, shared_tokens=896, block_size=128)
+    cal = _cal(AVX2)
+    off = prefixcache.predicted_run_s(cal.steps, cal.limits, shared, 8, 32, cached=False)
+    on = prefixcache.predicted_run_s(cal.steps, cal.limits, shared, 8, 32, cached=True)
+    assert 0 < on < off
+    # twice the users: about twice the prefill to do with the cache off
+    double = prefixcache.predicted_run_s(cal.steps, cal.limits, shared, 16, 32, cached=False)
+    assert double > 1.5 * off
