@@ -364,3 +364,35 @@ def gateway_queue(run: Any, at_once_s: float, max_wait_s: float) -> Figure:
     axes[1].grid(alpha=0.3)
     fig.tight_layout(rect=(0, 0.03, 1, 0.95))
     return fig
+
+
+def slot_timeline(runs: Sequence[Any], slots: int) -> Figure:
+    """03: each slot's requests over time, static batches above, continuous batching below
+    (`experiments.static_vs_continuous(...).runs`: the static batches in order, then the
+    continuous run). White after a bar is a slot that waits for its batch's longest answer."""
+    *static, continuous = runs
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 4.8), sharex=True)
+    offset = 0.0
+    for run in static:  # the batches ran one after the other: lay them end to end
+        ends = [r.end_s for r in run.records]
+        for row, r in enumerate(sorted(run.records, key=lambda r: r.index)):
+            ax1.barh(row % slots, r.end_s - r.sent_s, left=offset + r.sent_s, height=0.8,
+                     color="tab:blue", edgecolor="white")
+        offset += max(ends, default=0.0)
+        ax1.axvline(offset, color="gray", lw=0.6, ls=":")
+    free_at = [0.0] * slots  # continuous: each request takes the slot that freed first
+    for r in sorted(continuous.records, key=lambda r: r.sent_s):
+        row = min(range(slots), key=lambda i: free_at[i])
+        ax2.barh(row, r.end_s - r.sent_s, left=r.sent_s, height=0.8, color="tab:green",
+                 edgecolor="white")
+        free_at[row] = r.end_s
+    ax1.set_title(f"static batches of {slots}: {offset:.0f} s (dotted: a batch ends)")
+    ax2.set_title(f"continuous batching, {slots} slots: {max(free_at):.0f} s")
+    for ax in (ax1, ax2):
+        ax.set_ylabel("slot")
+        ax.set_yticks(range(slots))
+        ax.grid(axis="x", alpha=0.3)
+    ax2.set_xlabel("seconds")
+    fig.text(0.5, 0.005, where(continuous.metadata), ha="center", fontsize=8, color="gray")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
