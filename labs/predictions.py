@@ -125,7 +125,7 @@ def _number(value: object) -> float | None:
     if value is ... or value is None or isinstance(value, (bool, str, bytes)):
         return None
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]  # any learner input, checked by the except
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None

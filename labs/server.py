@@ -339,7 +339,7 @@ def stop_group(record: ServerRecord, proc: subprocess.Popen[bytes] | None = None
     so that no new request reaches a dying engine. Only processes that are still the ones
     recorded are signalled."""
     if record.gateway_running():
-        processes.stop_group(record.gateway_pid, gateway)  # type: ignore[arg-type]
+        processes.stop_group(record.gateway_pid, gateway)  # type: ignore[arg-type]  # gateway_running() means the pid is set
     if record.engine_running() or proc is not None:
         processes.stop_group(record.pgid, proc)
     if record.watchdog_pid is not None and processes.is_running(record.watchdog_pid,

@@ -97,7 +97,7 @@ class Settings:
             scale=scale,
         )
         values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]  # overrides are the caller's field values, checked by the dataclass
 
     @property
     def run_dir(self) -> Path:

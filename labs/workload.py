@@ -40,7 +40,7 @@ def _positive_int(value: object, what: str) -> int:
 
 def _positive_float(value: object, what: str) -> float:
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]  # any caller input, checked by the except
     except (TypeError, ValueError):
         number = math.nan
     if isinstance(value, bool) or not math.isfinite(number) or number <= 0:

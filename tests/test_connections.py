@@ -67,7 +67,7 @@ def test_each_client_keeps_one_connection_for_as_long_as_the_server_does() -> No
     assert ONE_CONNECTION.max_connections == 1
     assert ONE_CONNECTION.keepalive_expiry is None, "the client must never close an idle one"
     client = ConnectionLeases(timeout=httpx.Timeout(5))._new_client()
-    pool = client._transport._pool  # type: ignore[attr-defined]
+    pool = client._transport._pool  # type: ignore[attr-defined]  # httpx's private pool: the test counts its connections
     assert pool._max_connections == 1 and pool._keepalive_expiry is None
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from labs import exercises
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_solution_line_keeps_its_name() -> None:
@@ -144,3 +147,70 @@ def test_the_leak_finder_sees_assignments_and_prints(tmp_path: Path) -> None:
         ("gain", "exercise cell 4", "cell 0 prints it"),
         ("rate", "exercise cell 4", "cell 0 assigns it"),
         ("top", "exercise cell 4", "cell 2 prints it")]
+
+
+def _learner_blanks(source: str) -> set[str]:
+    """Names a learner's exercise cell leaves undefined or `...`: the left-hand sides of
+    `# SOLUTION` lines, and names assigned only inside a BEGIN/END SOLUTION block."""
+    names: set[str] = set()
+    inside, block = False, list[str]()
+    for line in source.splitlines():
+        marker = line.strip()
+        if marker == "# BEGIN SOLUTION":
+            inside, block = True, []
+        elif marker == "# END SOLUTION":
+            inside = False
+            names |= _assigned(_cell_tree("\n".join(block)))
+        elif inside:
+            block.append(line.strip())
+        elif re.search(r"#\s*SOLUTION\b", line):
+            names |= _assigned(_cell_tree(line.split("#")[0].strip()))
+    return names
+
+
+def _blank_uses(cells: list[dict]) -> list[str]:
+    """Cells (index: names) that compute with an exercise's blanked answer."""
+    problems, blanked = [], set()
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"])
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "exercise" in tags:
+            blanked |= _learner_blanks(source)
+            continue
+        tree = _cell_tree(source)
+        passed: set[int] = set()
+        if {"check", "prediction"} & set(tags):  # the answer may be handed to the call
+            passed = {id(a) for n in ast.walk(tree) if isinstance(n, ast.Call)
+                      for a in [*n.args, *(k.value for k in n.keywords)]}
+        for fn in ast.walk(tree):  # a parameter of the same name is another variable
+            if isinstance(fn, ast.Lambda | ast.FunctionDef):
+                params = {a.arg for a in fn.args.args}
+                passed |= {id(n) for n in ast.walk(fn)
+                           if isinstance(n, ast.Name) and n.id in params}
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)
+                and isinstance(n.ctx, ast.Load) and n.id in blanked and id(n) not in passed}
+        used -= _assigned(tree)  # a cell that sets the name itself is fine
+        if used:
+            problems.append(f"cell {i}: uses {sorted(used)}")
+    return problems
+
+
+def test_no_later_cell_of_a_learner_notebook_uses_a_blanked_answer() -> None:
+    """In notebooks/, an exercise's answer is `...` until the learner writes it. A later cell
+    other than its own check or the prediction score must not compute with it, or "Run All"
+    stops there (02's check cell once divided by a blank)."""
+    problems = [f"{path.name} {p}" for path in sorted((ROOT / "solutions").glob("*.ipynb"))
+                for p in _blank_uses(json.loads(path.read_text())["cells"])]
+    assert not problems, problems
+
+
+def test_the_blank_finder_sees_a_check_cell_computing_with_the_answer() -> None:
+    def code(source: str, *tags: str) -> dict:
+        return {"cell_type": "code", "metadata": {"tags": list(tags)}, "source": [source]}
+
+    cells = [code("x = 2 * y  # SOLUTION", "exercise"),
+             code("check(x)\nshow(10 / x)", "check"),
+             code("f = lambda x: x + 1\nprint(x)")]
+    assert _blank_uses(cells) == ["cell 1: uses ['x']", "cell 2: uses ['x']"]

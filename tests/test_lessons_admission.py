@@ -191,7 +191,7 @@ def test_numbers_must_be_numbers(bad: object) -> None:
     with pytest.raises(ConfigError):
         admission.goodput_above_naive(17, bad, 7, 28.0)
     with pytest.raises(ConfigError):
-        admission.served_within_slo([0.4, bad], 0.8)  # type: ignore[list-item]
+        admission.served_within_slo([0.4, bad], 0.8)  # type: ignore[list-item]  # a bad value on purpose
     with pytest.raises(ConfigError):
         admission.burst_bounded([4.1], [0.01], **{**HELD, "lone_s": bad})
 

@@ -48,4 +48,4 @@ def test_a_small_predicted_gain_still_needs_one_and_a_half() -> None:
 @pytest.mark.parametrize("bad", [0, -1.0, math.nan, math.inf, None, True])
 def test_numbers_must_be_positive(bad: object) -> None:
     with pytest.raises(ConfigError):
-        prefix.cached_faster(bad, 14.2, predicted_ratio=5.0)  # type: ignore[arg-type]
+        prefix.cached_faster(bad, 14.2, predicted_ratio=5.0)  # type: ignore[arg-type]  # a bad value on purpose

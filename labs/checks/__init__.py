@@ -48,7 +48,7 @@ def _number(name: str, value: object) -> float | Verdict:
     if (v := missing(name, value)) is not None:
         return v
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]  # any learner input: the except below says why it is no number
     except (TypeError, ValueError):
         return Verdict(False, f"`{name}` should be a number, got {value!r}.")
     if not math.isfinite(number):

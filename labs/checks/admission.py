@@ -105,7 +105,7 @@ def gateway_meets_slo(max_in_flight: object, max_queue: object, shape: object,
     from ..results import SLO
 
     slo = SLO(ttft_s=slo_ttft_s)
-    run = run_through_gateway(n, m, shape, workload,  # type: ignore[arg-type]
+    run = run_through_gateway(n, m, shape, workload,  # type: ignore[arg-type]  # the notebook's Shape and Workload, typed object here
                               max_queue_wait_s=max_queue_wait_s)
     s = run.summary(slo)
     return report(judge_limits(

@@ -118,7 +118,7 @@ def strict_operating_point(value: object, table: object, *, ttft_p95_s: float,
 
 def request_rate(value: object, table: object, concurrency: int) -> Verdict:
     """03b: requests per second the sweep completed at `concurrency` users, as measured."""
-    rows = table[table["concurrency"] == concurrency]  # type: ignore[index]
+    rows = table[table["concurrency"] == concurrency]  # type: ignore[index]  # the notebook's sweep table (a DataFrame)
     measured = float(rows["request_rate_rps"].iloc[0])
     return close_to(f"requests_per_s_at_{concurrency}", value, measured, rel=0.05,
                     why="Each request makes a fixed number of tokens: divide the aggregate "

@@ -21,7 +21,7 @@ def _levels(table: object) -> list[dict[str, float]]:
     names = [n for n in ("concurrency", "ttft_s_p95", "per_user_tok_s", "agg_tok_s", "e2e_s_p50")
              if n in getattr(table, "columns", ())]
     rows = []
-    for values in zip(*(table[n] for n in names), strict=True):  # type: ignore[index]
+    for values in zip(*(table[n] for n in names), strict=True):  # type: ignore[index]  # a table: whatever the notebook passed, indexed like a DataFrame
         rows.append({n: math.nan if v is None else float(v) for n, v in zip(names, values)})
     return rows
 

@@ -25,7 +25,7 @@ def serve(config: GatewayConfig, host: str = "127.0.0.1", port: int = DEFAULT_PO
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> None:  # type: ignore[override]  # argparse's is NoReturn; ours raises a ConfigError instead
         self.exit(2, f"error: {message} (see `python -m labs.gateway --help`)\n")
 
 

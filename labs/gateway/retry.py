@@ -167,5 +167,5 @@ def _watch(admission: Admission, times: SlotTimes) -> None:
             times.finished(holder)
         release(*args, **kwargs)
 
-    admission.acquire = timed_acquire  # type: ignore[method-assign]
-    admission.release = timed_release  # type: ignore[method-assign]
+    admission.acquire = timed_acquire  # type: ignore[method-assign]  # wraps this one instance's method, on purpose
+    admission.release = timed_release  # type: ignore[method-assign]  # as above

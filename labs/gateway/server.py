@@ -68,7 +68,7 @@ def guarded_protocol(config: GatewayConfig, metrics: GatewayMetrics) -> type[H11
         _refused = False
         _header_timer: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn's protocol types it as a BaseTransport; it is always a Transport
             if len(self.connections) >= config.max_connections:
                 self._refused = True
                 metrics.connections_refused.inc()
@@ -226,7 +226,7 @@ class GatewayServer(uvicorn.Server):
             http=guarded_protocol(config, gateway.metrics),
             h11_max_incomplete_event_size=config.max_header_bytes,
             timeout_keep_alive=SERVER_KEEP_ALIVE_S,
-            timeout_graceful_shutdown=config.shutdown_timeout_s + CUT_GRACE_S,  # type: ignore
+            timeout_graceful_shutdown=config.shutdown_timeout_s + CUT_GRACE_S,  # type: ignore  # uvicorn says int | None; a float works, and a drain is measured in fractions of a second
         ))
         self.gateway = gateway
         ensure_descriptors(config.max_connections + SPARE_FDS)
