@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from cpu_calibrations import AVX2, NAIVE
 
 from labs import article, checks, experiments, predict, simulate
-from labs.servermodel import LinearSteps, ServerLimits
 
-CPU_STEPS = LinearSteps(fixed_s=0.047, per_seq_s=0.0024, per_context_token_s=5.6e-6,
-                        prefill_tok_s=654, request_overhead_s=0.040, per_prefill_pair_s=5.7e-7)
-CPU_LIMITS = ServerLimits(num_blocks=364, block_size=128, max_model_len=8192, max_num_seqs=128,
-                          max_num_batched_tokens=2048)
+CPU_STEPS, CPU_LIMITS = AVX2, NAIVE  # the slowest CPU kind's calibration
 LEVELS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 

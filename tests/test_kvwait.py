@@ -8,25 +8,18 @@ import math
 from dataclasses import replace
 
 import pytest
+from cpu_calibrations import AVX2, AVX512, NAIVE, TWICE_AVX2
 
 from labs import kvwait
 from labs.errors import ConfigError
 from labs.lessons import kvcache
-from labs.servermodel import LinearSteps, ServerLimits, with_flags
+from labs.servermodel import ServerLimits, with_flags
 
 # The CPU's limits: the naive profile's 2 GiB pool (the control), the kv-pressure profile's.
-CONTROL = ServerLimits(num_blocks=364, block_size=128, max_model_len=8192, max_num_seqs=128,
-                       max_num_batched_tokens=2048)
+CONTROL = NAIVE
 PRESSURE = replace(CONTROL, num_blocks=40, max_model_len=2048)
 
-# Calibrations: this machine (AVX-512 EPYC), the slowest AVX2-only EPYC, and a CPU with twice
-# the slow one's step costs (a machine slower than any the course has met).
-AVX512 = LinearSteps(fixed_s=0.050, per_seq_s=0.00154, per_context_token_s=3.9e-6,
-                     prefill_tok_s=1488, request_overhead_s=0.040, per_prefill_pair_s=5.7e-7)
-AVX2 = LinearSteps(fixed_s=0.047, per_seq_s=0.0024, per_context_token_s=5.6e-6,
-                   prefill_tok_s=654, request_overhead_s=0.040, per_prefill_pair_s=5.7e-7)
-TWICE_AVX2 = LinearSteps(fixed_s=0.094, per_seq_s=0.0048, per_context_token_s=11.2e-6,
-                         prefill_tok_s=327, request_overhead_s=0.040, per_prefill_pair_s=1.14e-6)
+# Calibrations (tests/cpu_calibrations.py): AVX-512, the slowest AVX2-only EPYC, twice that.
 CALIBRATIONS = {"avx512": AVX512, "avx2": AVX2, "twice-avx2": TWICE_AVX2}
 
 

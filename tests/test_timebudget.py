@@ -6,21 +6,13 @@ can afford."""
 from __future__ import annotations
 
 import pytest
+from cpu_calibrations import AVX2, AVX512, NAIVE, TWICE_AVX2
 
 from labs import experiments, simulate, sizing, timebudget
 from labs.calibration import Calibration
 from labs.errors import ConfigError
-from labs.servermodel import LinearSteps, ServerLimits
+from labs.servermodel import LinearSteps
 from labs.settings import Settings
-
-NAIVE = ServerLimits(num_blocks=364, block_size=128, max_model_len=8192, max_num_seqs=128,
-                     max_num_batched_tokens=2048)
-XEON_AMX = LinearSteps(fixed_s=0.050, per_seq_s=0.00154, per_context_token_s=3.9e-6,
-                       prefill_tok_s=1488, request_overhead_s=0.040, per_prefill_pair_s=5.7e-7)
-AVX2 = LinearSteps(fixed_s=0.047, per_seq_s=0.0024, per_context_token_s=5.6e-6,
-                   prefill_tok_s=654, request_overhead_s=0.040, per_prefill_pair_s=5.7e-7)
-TWICE_AVX2 = LinearSteps(fixed_s=0.094, per_seq_s=0.0048, per_context_token_s=11.2e-6,
-                         prefill_tok_s=327, request_overhead_s=0.040, per_prefill_pair_s=1.14e-6)
 
 
 def _cal(steps: LinearSteps) -> Calibration:
@@ -91,16 +83,16 @@ def _plan_03(cal: Calibration, total_s: float) -> dict[str, timebudget.Plan]:
     return {"sweep": sweep, "schedulers": schedulers, "arrivals": arrivals}
 
 
-@pytest.mark.parametrize("steps", [XEON_AMX, AVX2], ids=["xeon-amx", "avx2-epyc"])
+@pytest.mark.parametrize("steps", [AVX512, AVX2], ids=["avx512", "avx2-epyc"])
 def test_03_plans_stay_near_their_ci_budget_on_the_cpus_seen(steps: LinearSteps) -> None:
     """On the course's CPUs every run of 03 and 03b is planned within 1.3x of its share (the
     smallest meaningful sweep, which must reach twice max_num_seqs so the engine's cap makes
-    a cliff certain, is what the slowest one pays for); on the Xeon every plan fits."""
+    a cliff certain, is what the slowest one pays for); on the AVX-512 calibration every plan fits."""
     plans = _plan_03(_cal(steps), timebudget.BUDGETS["03_continuous_batching"].ci_s)
     for plan in plans.values():
         print(plan.describe())
         assert plan.predicted_s <= 1.3 * plan.budget_s
-    if steps is XEON_AMX:
+    if steps is AVX512:
         assert all(plan.fits for plan in plans.values())
 
 
