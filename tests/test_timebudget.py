@@ -87,7 +87,7 @@ def _plan_03(cal: Calibration, total_s: float) -> dict[str, timebudget.Plan]:
 def test_03_plans_stay_near_their_ci_budget_on_the_cpus_seen(steps: LinearSteps) -> None:
     """On the course's CPUs every run of 03 and 03b is planned within 1.3x of its share (the
     smallest meaningful sweep, which must reach twice max_num_seqs so the engine's cap makes
-    a cliff certain, is what the slowest one pays for); on the AVX-512 calibration every plan fits."""
+    a cliff certain, is what the slowest one pays for); on the AVX-512 one every plan fits."""
     plans = _plan_03(_cal(steps), timebudget.BUDGETS["03_continuous_batching"].ci_s)
     for plan in plans.values():
         print(plan.describe())
