@@ -78,10 +78,22 @@ def is_running(pid: int, module: str, started: int | None = None) -> bool:
         return False
     if started is not None and len(fields) > 19 and int(fields[19]) != started:
         return False
-    try:
-        return module in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False
+    return module in _command_line(pid)
+
+
+def _command_line(pid: int, settle_s: float = 0.5) -> str:
+    """/proc/<pid>/cmdline, waiting up to `settle_s` while it reads empty: a process caught
+    inside exec (the parent's Popen has returned, the new program's arguments are not mapped
+    yet) shows an empty command line for a moment, and must not be taken for a stranger."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        try:
+            line = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return ""
+        if line or time.monotonic() >= deadline:
+            return line
+        time.sleep(0.01)
 
 
 def reap(pid: int) -> None:

@@ -154,3 +154,26 @@ def test_one_start_at_a_time_on_a_port(settings: Settings) -> None:
             assert other_process_sees() == "held"
         assert other_process_sees() == "held"
     assert other_process_sees() == "free"
+
+
+def test_a_process_caught_inside_exec_is_not_taken_for_a_stranger(
+        tmp_path: Path, started, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after Popen returns, the kernel may not have mapped the new program's arguments
+    yet: /proc/<pid>/cmdline reads empty for a moment (seen once in CI). That is our process."""
+    engine = _stand_in(server.API_SERVER_MODULE, tmp_path / "e.log")
+    started.append(engine)
+    real_read = Path.read_bytes
+    reads: list[str] = []
+
+    def empty_at_first(path: Path) -> bytes:
+        if path.name == "cmdline":
+            reads.append(str(path))
+            if len(reads) <= 2:
+                return b""
+        return real_read(path)
+
+    monkeypatch.setattr(Path, "read_bytes", empty_at_first)
+    assert processes.is_running(engine.pid, server.API_SERVER_MODULE)
+    assert len(reads) == 3
+    monkeypatch.setattr(Path, "read_bytes", lambda path: b"")
+    assert not processes.is_running(engine.pid, server.API_SERVER_MODULE)
