@@ -8,8 +8,9 @@ so far, so
 
 (480 GB/s / 14 GB = 34.3 tok/s), and from one multiplication: the KV pool holds
 num_gpu_blocks x block_size tokens (2,426 x 16 = 38,816) while 32 users x 4,000 tokens ask
-for 128,000, 3.3x what exists. This module makes both computable for any model and GPU,
-from a datasheet (`GPUS`), a measurement (`measure_bandwidth`) or a number you type.
+for 128,000, 3.3x what exists. This module makes the division computable for any model and
+GPU, from a datasheet (`GPUS`), a measurement (`measure_bandwidth`) or a number you type; the
+multiplication is `labs.servermodel.ServerLimits.pool_tokens`, of the pool a server reports.
 
 GB here is decimal (1e9 bytes) and GB/s is 1e9 bytes/s, as on every GPU datasheet.
 Weights are counted from safetensors headers (no tensor is loaded) or from a Hugging Face
@@ -371,25 +372,6 @@ def decode_ceiling_tok_s(bandwidth_gbs: float, weight_bytes: float,
     return bandwidth / bytes_per_step(weight_bytes, kv_bytes_per_token, context_tokens)
 
 
-def pool_tokens(num_gpu_blocks: int, block_size: int) -> int:
-    """Tokens the KV pool holds: vLLM's `num_gpu_blocks` x `block_size` (2,426 x 16)."""
-    _positive("num_gpu_blocks", num_gpu_blocks)
-    _positive("block_size", block_size)
-    return int(num_gpu_blocks) * int(block_size)
-
-
-def demand_tokens(users: int, tokens_per_request: int) -> int:
-    """KV tokens the users ask for at once if each holds a whole request (32 x 4,000)."""
-    _positive("users", users)
-    _positive("tokens_per_request", tokens_per_request)
-    return int(users) * int(tokens_per_request)
-
-
-def demand_ratio(demand: int, pool: int) -> float:
-    """How many times the pool the demand is (128,000 / 38,816 = 3.3): above 1, someone waits."""
-    return _positive("demand", demand) / _positive("pool", pool)
-
-
 def ceiling_report(bandwidth_gbs: float, weight_bytes: float,
                    kv_bytes_per_token: int | None = None,
                    context_tokens: int = 0, step_bytes: float | None = None) -> dict[str, Any]:
@@ -667,6 +649,6 @@ __all__ = [
     "weight_bytes_from_config", "step_bytes_of", "model_folder", "model_config",
     "hf_cache_folder", "read_safetensors_header", "WeightFiles",
     "safetensors_weights", "ModelSize", "model_size", "bytes_per_step",
-    "decode_ceiling_tok_s", "pool_tokens", "demand_tokens", "demand_ratio", "ceiling_report",
+    "decode_ceiling_tok_s", "ceiling_report",
     "BandwidthMeasurement", "measure_bandwidth", "add_cli",
 ]

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from labs import article
 from labs import ceiling as c
 from labs.errors import ConfigError
+from labs.kvwait import ARTICLE_RATIO
+from labs.servermodel import ServerLimits
 
 QWEN = c.KNOWN_MODELS["Qwen/Qwen2.5-7B-Instruct"]
 # The course's embedded model (config.json of SmolLM2-135M-Instruct as built by labs.embedded).
@@ -32,11 +35,13 @@ def test_article_decode_ceiling():
 
 
 def test_article_pool_demand_and_ratio():
-    pool = c.pool_tokens(2426, 16)
-    demand = c.demand_tokens(32, 4000)
-    assert pool == 38_816
-    assert demand == 128_000
-    assert round(c.demand_ratio(demand, pool), 1) == 3.3
+    # The pool is ServerLimits.pool_tokens, the one place it is computed (labs.servermodel).
+    limits = ServerLimits(num_blocks=article.NUM_GPU_BLOCKS, block_size=article.BLOCK_SIZE,
+                          max_model_len=8192, max_num_seqs=256, max_num_batched_tokens=8192)
+    demand = article.KV_USERS * article.KV_PROMPT_TOKENS
+    assert limits.pool_tokens == article.POOL_TOKENS == 38_816
+    assert demand == article.KV_DEMAND_TOKENS == 128_000
+    assert round(demand / limits.pool_tokens, 1) == round(ARTICLE_RATIO, 1) == 3.3
 
 
 def test_qwen_kv_bytes_per_token_is_gqa_aware():
@@ -70,7 +75,8 @@ def test_bad_arithmetic_inputs_are_config_errors():
     with pytest.raises(ConfigError, match="KV bytes per token"):
         c.ceiling_report(480, 14e9, None, context_tokens=10)
     with pytest.raises(ConfigError):
-        c.pool_tokens(0, 16)
+        ServerLimits(num_blocks=0, block_size=16, max_model_len=8192, max_num_seqs=256,
+                     max_num_batched_tokens=8192)
 
 
 # --- GPUs and dtypes ------------------------------------------------------------------------
