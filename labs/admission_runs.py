@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any
 
 from .errors import ConfigError
-from .servermodel import ServerLimits, flag_value, with_flags
+from .profiles import flag_value
+from .servermodel import ServerLimits, with_flags
 
 TOO_LONG = 1.25  # the too-long prompt, as a multiple of max_model_len
 
@@ -50,8 +51,8 @@ def caps_against_pool(limits: ServerLimits, backend: str) -> Any:
 
     here = with_flags(limits, get_profile("bounded").flags(backend))
     card = ServerLimits(article.NUM_GPU_BLOCKS, article.BLOCK_SIZE,
-                        int(cast(str, flag_value(article.BOUNDED_FLAGS, "max-model-len"))),
-                        int(cast(str, flag_value(article.BOUNDED_FLAGS, "max-num-seqs"))), 2048)
+                        int(flag_value(article.BOUNDED_FLAGS, "max-model-len", required=True)),
+                        int(flag_value(article.BOUNDED_FLAGS, "max-num-seqs", required=True)), 2048)
     rows = {}
     for where, lim in (("this server (bounded)", here), (f"article: {article.GPU}", card)):
         rows[where] = {"max_num_seqs": lim.max_num_seqs, "max_model_len": lim.max_model_len,

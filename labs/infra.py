@@ -34,7 +34,7 @@ from pathlib import Path
 
 from . import dashboard
 from .commands import API_SERVER_MODULE, engine_command, gateway_command
-from .profiles import PROFILES, Profile
+from .profiles import PROFILES, Profile, flag_value
 from .settings import DEFAULT_GPU_MODEL, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,26 +133,18 @@ def k8s_gateway_args(profile: Profile, upstream: str) -> list[str] | None:
     return None if args is None else [*args, *K8S_GATEWAY_FLAGS]
 
 
-def flag_value(flags: tuple[str, ...] | list[str], name: str) -> str:
-    """The value of `--name=value` in `flags`; KeyError when it is not there."""
-    for flag in flags:
-        key, _, value = flag.partition("=")
-        if key == name:
-            return value
-    raise KeyError(f"{name} is not among {list(flags)}")
-
-
 def router_max_concurrency() -> int:
     """Requests the router lets one engine run at once: the engine's --max-num-seqs, so an
     engine never queues (the course gateway's N, per engine)."""
-    return int(flag_value(PROFILES[DATA_PARALLEL_PROFILE].flags("gpu"), "--max-num-seqs"))
+    return int(flag_value(PROFILES[DATA_PARALLEL_PROFILE].flags("gpu"), "max-num-seqs",
+                          required=True))
 
 
 def router_request_ttl() -> str:
     """How long a request may wait in the router's queue: the course gateway's
     --max-queue-wait-s, as a Go duration."""
     flags = PROFILES[DATA_PARALLEL_PROFILE].gateway("gpu") or ()
-    return f"{float(flag_value(flags, '--max-queue-wait-s')):g}s"
+    return f"{float(flag_value(flags, 'max-queue-wait-s', required=True)):g}s"
 
 
 def router_queue_limit() -> int:

@@ -11,7 +11,9 @@ port) are added by `labs.server.engine_command`, because they depend on where it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, overload
 
 from .errors import ConfigError
 
@@ -130,3 +132,28 @@ def get_profile(name: str) -> Profile:
     except KeyError:
         valid = ", ".join(PROFILES)
         raise ConfigError(f"unknown profile {name!r}; valid profiles: {valid}.") from None
+
+
+@overload
+def flag_value(flags: Sequence[str], name: str, *, required: Literal[True]) -> str: ...
+@overload
+def flag_value(flags: Sequence[str], name: str, *, required: bool = False) -> str | None: ...
+def flag_value(flags: Sequence[str], name: str, *, required: bool = False) -> str | None:
+    """The value of `--name=V` or `--name V` in an argument list, read as argparse reads it
+    (the last one wins). `name` is the flag without its dashes ("max-num-seqs").
+
+    When the flag is absent: None, for a caller that falls back to vLLM's default
+    (`labs.servermodel.limits_from`); a KeyError with `required=True`, for a caller that
+    reads a flag the profile must set (the router's per-engine cap, `labs.infra`)."""
+    if name.startswith("-"):
+        raise ValueError(f"flag_value takes the name without its dashes: "
+                         f"{name.lstrip('-')!r}, not {name!r}.")
+    value = None
+    for i, arg in enumerate(flags):
+        if arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+        elif arg == f"--{name}" and i + 1 < len(flags):
+            value = flags[i + 1]
+    if value is None and required:
+        raise KeyError(f"--{name} is not among {list(flags)}")
+    return value

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from .errors import ConfigError
+from .profiles import flag_value  # the one reader of a flag; importable from here as before
 
 # vLLM 0.32's defaults when a flag is not given (EngineArgs.get_batch_defaults, for the
 # OpenAI API server): the CPU build, GPUs under 70 GiB (and every A100), larger GPUs.
@@ -186,17 +187,6 @@ class ServerLimits:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def flag_value(flags: Sequence[str], name: str) -> str | None:
-    """The value of `--name=V` or `--name V` in an argument list (the last one wins)."""
-    value = None
-    for i, arg in enumerate(flags):
-        if arg.startswith(f"--{name}="):
-            value = arg.split("=", 1)[1]
-        elif arg == f"--{name}" and i + 1 < len(flags):
-            value = flags[i + 1]
-    return value
 
 
 def scheduler_defaults(backend: str, gpu_memory_gib: float | None = None,

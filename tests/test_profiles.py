@@ -81,9 +81,22 @@ def test_gateway_command_points_at_the_engine_port() -> None:
 def test_vllms_queue_cap_holds_as_many_requests_as_the_gateway(backend: str) -> None:
     # vLLM counts running + waiting against --max-num-queued-reqs; the gateway admits N into
     # the engine and queues M: notebook 05 compares the two at the same depth.
-    from labs.servermodel import flag_value
+    from labs.profiles import flag_value
 
     queued = flag_value(get_profile("engine-queue").flags(backend), "max-num-queued-reqs")
     gateway = get_profile("gateway").gateway(backend)
     assert int(queued) == int(flag_value(gateway, "max-in-flight")) + int(
         flag_value(gateway, "max-queue"))
+
+
+def test_one_flag_reader_says_what_an_absent_flag_means() -> None:
+    from labs.profiles import flag_value
+
+    flags = ("--max-num-seqs=4", "--max-model-len", "2048", "--max-num-seqs=8")
+    assert flag_value(flags, "max-num-seqs") == "8"  # the last one wins, as in argparse
+    assert flag_value(flags, "max-model-len") == "2048"
+    assert flag_value(flags, "max-num-queued-reqs") is None  # vLLM's default applies
+    with pytest.raises(KeyError, match="max-num-queued-reqs"):
+        flag_value(flags, "max-num-queued-reqs", required=True)
+    with pytest.raises(ValueError, match="without its dashes"):
+        flag_value(flags, "--max-num-seqs")

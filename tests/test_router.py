@@ -171,16 +171,18 @@ def test_flow_control_is_on_with_the_concurrency_detector_gating_and_filtering()
 
 def test_max_concurrency_per_engine_is_the_engines_max_num_seqs() -> None:
     engine_args = _containers(_engines())["vllm"]["args"]
-    max_num_seqs = int(infra.flag_value(engine_args, "--max-num-seqs"))
+    max_num_seqs = int(infra.flag_value(engine_args, "max-num-seqs", required=True))
     detector = _plugin(_epp_config(), "concurrency-detector")
     assert detector["parameters"]["maxConcurrency"] == max_num_seqs == 8
-    gateway_n = infra.flag_value(PROFILES["gateway"].gateway("gpu"), "--max-in-flight")
+    gateway_n = infra.flag_value(PROFILES["gateway"].gateway("gpu") or (), "max-in-flight",
+                                 required=True)
     assert int(gateway_n) == max_num_seqs, "the course gateway's N, per engine"
 
 
 def test_request_ttl_is_the_gateways_max_queue_wait() -> None:
     gateway = _workload(_render("gateway"), infra.GATEWAY_DEPLOYMENT)
-    wait = infra.flag_value(_containers(gateway)["gateway"]["args"], "--max-queue-wait-s")
+    wait = infra.flag_value(_containers(gateway)["gateway"]["args"], "max-queue-wait-s",
+                           required=True)
     ttl = _epp_config()["flowControl"]["defaultRequestTTL"]
     assert _seconds(ttl) == float(wait) == 30
 
