@@ -31,6 +31,7 @@ import numpy as np
 
 from .client import Connection
 from .errors import ConfigError
+from .hardware import cpu_signature  # a calibration's key; importable from here as before
 from .servermodel import LinearSteps, ServerLimits, limits_from, steps_from_dict
 
 SCHEMA_VERSION = 1
@@ -377,7 +378,7 @@ def ensure(conn: Connection, *, path: Path | None = None, progress: bool = True,
 
 
 def _matches(saved: Calibration, conn: Connection) -> bool:
-    from .loadgen import describe_hardware
+    from .hardware import describe_hardware
     from .settings import Settings
     version = None
     try:
@@ -389,20 +390,6 @@ def _matches(saved: Calibration, conn: Connection) -> bool:
             and saved.cpu_signature == cpu_signature()
             and saved.backend == Settings.from_env().backend
             and (version is None or saved.vllm_version == version))
-
-
-def cpu_signature() -> str:
-    """The CPU features that change vLLM's speed on it: two machines both called "AMD EPYC"
-    (one with AVX2 only, one with AVX-512) must not share a calibration."""
-    import platform
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.machine()
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith(("flags", "Features"))), [])
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "asimd", "sve")
-    return " ".join([platform.machine()] + [f for f in wanted if f in flags])
 
 
 def _age_s(saved: Calibration) -> float:

@@ -1039,15 +1039,9 @@ def write(results_dir: Path, root: Path = ROOT, solutions_dir: Path | None = Non
 
 def cpu_description() -> str:
     """The CPU the run measured on: its model name, cores and the features that matter."""
-    from .calibration import cpu_signature
+    from .hardware import cpu_model, cpu_signature
 
-    name = "unknown CPU"
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} x {name} ({cpu_signature()})"
+    return f"{os.cpu_count()} x {cpu_model() or 'unknown CPU'} ({cpu_signature()})"
 
 
 def _execute(path: Path, cell_timeout_s: float) -> str | None:

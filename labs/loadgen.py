@@ -28,13 +28,11 @@ import codecs
 import concurrent.futures
 import email.utils
 import json
-import os
 import platform
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,8 +42,8 @@ from tqdm.auto import tqdm
 from .client import Connection
 from .connections import ConnectionLeases
 from .errors import ConfigError, ServerNotRunning
+from .hardware import describe_hardware  # in run metadata; importable from here as before
 from .results import SLO, RequestRecord, RunResult, save_sweep, sweep_frame
-from .settings import gpus
 from .workload import (
     API_KINDS,
     Burst,
@@ -391,22 +389,6 @@ async def _vllm_version(client: httpx.AsyncClient, base_url: str,
         return str(resp.json()["version"]) if resp.status_code == 200 else None
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return None
-
-
-@cache
-def describe_hardware() -> str:
-    """This machine (where the client runs; the server's too when it is local)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{platform.system()} {platform.machine()}, {os.cpu_count()} x {cpu}"
-    listed = "; ".join(f"{name}, {mib:.0f} MiB" for name, mib in gpus())
-    return text + (f"; GPU: {listed}" if listed else "")
 
 
 # --------------------------------------------------------------------------------------------
