@@ -8,7 +8,6 @@ arguments; notebooks pick CI-sized or full-sized values with `labs.Settings.is_c
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# Pure analysis lives in labs.analysis; notebooks 03 and 03b call these two from here.
+from .analysis import find_cliff as find_cliff
+from .analysis import rate_knee as rate_knee
 from .client import Connection
 from .errors import ConfigError
 from .loadgen import run_sync, sweep
@@ -174,34 +176,6 @@ def predicted_rate_sweep_s(cal, rates: Sequence[float], requests: int | Sequence
     return 2 * warm + float(predicted_rate_sweep(cal, rates, requests=requests,
                                                  prompt_tokens=prompt_tokens,
                                                  max_tokens=max_tokens)["duration_s"].sum())
-
-
-def rate_knee(table: pd.DataFrame, keep_up: float = 0.9) -> float | None:
-    """The lowest offered rate the server did not keep up with (served below `keep_up` of
-    what arrived); None if it kept up with every rate."""
-    for row in table.sort_values("offered_rps").itertuples():
-        if not row.served_over_arrived or row.served_over_arrived < keep_up:
-            return float(row.offered_rps)
-    return None
-
-
-def find_cliff(table: pd.DataFrame, min_gain: float = 0.15) -> int | None:
-    """The batching cliff: the first concurrency level where going up buys less than
-    `min_gain` more throughput per doubling of users while p95 TTFT keeps rising.
-
-    Returns the last level *before* the flat step (the best place to operate), or None if
-    throughput never flattens within the sweep.
-    """
-    rows = table.sort_values("concurrency").reset_index(drop=True)
-    for i in range(1, len(rows)):
-        prev, cur = rows.iloc[i - 1], rows.iloc[i]
-        doublings = math.log2(cur["concurrency"] / prev["concurrency"])
-        if doublings <= 0 or not prev["agg_tok_s"]:
-            continue
-        gain_per_doubling = (cur["agg_tok_s"] / prev["agg_tok_s"]) ** (1 / doublings) - 1
-        if gain_per_doubling < min_gain and cur["ttft_s_p95"] > prev["ttft_s_p95"]:
-            return int(prev["concurrency"])
-    return None
 
 
 def draw_lengths(output_lengths: Sequence[int], requests: int, seed: int = 7) -> tuple[int, ...]:

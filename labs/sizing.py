@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .analysis import find_cliff
 from .errors import ConfigError
 from .servermodel import ServerLimits, StepCost
 from .simulate import predict_closed
@@ -55,12 +56,10 @@ def concurrency_levels(cost: StepCost, limits: ServerLimits, *, prompt_tokens: i
                        max_tokens: int, min_gain: float = 0.15,
                        beyond_knee: int = 2) -> tuple[list[int], int | None]:
     """Doubling levels from 1 to `beyond_knee` doublings past the predicted knee, capped at
-    twice max_num_seqs. The knee is `labs.experiments.find_cliff` of the predicted sweep, the
+    twice max_num_seqs. The knee is `labs.analysis.find_cliff` of the predicted sweep, the
     same rule notebook 03 applies to the measured one, so the two can be compared.
     Returns (levels, predicted knee or None)."""
     import pandas as pd
-
-    from .experiments import find_cliff
 
     cap = 2 * limits.max_num_seqs
     levels = [1]

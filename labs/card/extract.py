@@ -93,7 +93,7 @@ def _find_cliff(series: Mapping[str, list]) -> float | None:
     """Locate the cliff with the notebook's own rule when an older file did not save it."""
     import pandas as pd
 
-    from ..experiments import find_cliff
+    from ..analysis import find_cliff
 
     table = pd.DataFrame({k: series[k] for k in ("concurrency", "agg_tok_s", "ttft_s_p95")})
     table = table.dropna()
