@@ -68,13 +68,19 @@ def single_stream_decode(conn: Connection, output_lengths: Sequence[int],
     return Experiment(pd.DataFrame(rows), tuple(runs))
 
 
+def sweep_requests(concurrency: int, rounds: int) -> int:
+    """Requests `concurrency_sweep` sends at one level (and `predicted_sweep` replays):
+    `rounds` per user, at least 4."""
+    return max(concurrency * rounds, 4)
+
+
 def concurrency_sweep(conn: Connection, levels: Sequence[int], *, max_tokens: int = 64,
                       prompt_tokens: int | None = None, rounds: int = 2,
                       progress: bool = True) -> Experiment:
     """Closed-loop concurrency sweep: at level c, c users each send `rounds` requests (at
     least 4 requests per level). Short prompts by default, so the work measured is decode:
     with long prompts on a CPU, prefill dominates and hides the batching gain."""
-    shapes = [Closed(c, requests=max(c * rounds, 4)) for c in levels]
+    shapes = [Closed(c, requests=sweep_requests(c, rounds)) for c in levels]
     runs = sweep(shapes, Workload(prompt_tokens=prompt_tokens, max_tokens=max_tokens),
                  conn=conn, progress=progress)
     table = sweep_frame(runs)
@@ -454,6 +460,6 @@ def predicted_sweep(cal, levels: Sequence[int], *, max_tokens: int,
     from .simulate import predict_closed
 
     rows = [predict_closed(cal.steps, cal.limits, [c], prompt_tokens=prompt_tokens,
-                           max_tokens=max_tokens, requests_per_level=max(c * rounds, 4))[0]
+                           max_tokens=max_tokens, requests_per_level=sweep_requests(c, rounds))[0]
             for c in levels]
     return pd.DataFrame(rows)

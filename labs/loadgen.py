@@ -46,6 +46,7 @@ from .hardware import describe_hardware  # in run metadata; importable from here
 from .results import SLO, RequestRecord, RunResult, save_sweep, sweep_frame
 from .workload import (
     API_KINDS,
+    BENCH_REQUESTS_RULE,
     Burst,
     Closed,
     Poisson,
@@ -54,6 +55,7 @@ from .workload import (
     Shape,
     TokenCounter,
     Workload,
+    bench_requests,
     chat_messages,
 )
 
@@ -605,7 +607,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     slo = SLO(ttft_s=args.slo_ttft_s, tpot_s=args.slo_tpot_s, e2e_s=args.slo_e2e_s)
     workload = Workload(api=args.api, prompt_tokens=args.prompt_tokens or None,
                         max_tokens=args.max_tokens)
-    shapes = [Closed(c, requests=args.requests_per_level or max(8, 4 * c)) for c in levels]
+    shapes = [Closed(c, requests=args.requests_per_level or bench_requests(c)) for c in levels]
     runs = sweep(shapes, workload, conn=connect(), warmup=args.warmup,
                  progress=not args.no_progress, timeout_s=args.timeout)
     table = sweep_frame(runs, slo if slo.given else None)
@@ -630,7 +632,7 @@ def add_cli(verbs: Any) -> None:
     p.add_argument("--concurrency", default="1,2,4,8",
                    help="comma-separated concurrency levels (default 1,2,4,8)")
     p.add_argument("--requests-per-level", type=int, default=None, metavar="N",
-                   help="requests at each level (default 4 x concurrency, at least 8)")
+                   help=f"requests at each level (default {BENCH_REQUESTS_RULE})")
     p.add_argument("--max-tokens", type=int, default=64, help="output tokens per request "
                    "(ignore_eos, so exactly this many; default 64)")
     p.add_argument("--prompt-tokens", type=int, default=128,

@@ -18,6 +18,7 @@ from .ceiling import GB, get_gpu, head_dim, model_config, model_size
 from .errors import ConfigError
 from .servermodel import RooflineSteps, ServerLimits, scheduler_defaults
 from .simulate import predict_closed
+from .workload import BENCH_REQUESTS_RULE
 
 # Assumptions of the datasheet model, stated once. vLLM on a GPU spends about a millisecond
 # or two per step outside the kernels (scheduling, sampling, CUDA-graph launch), and keeps
@@ -131,7 +132,7 @@ def add_cli(verbs: Any) -> None:
     p.add_argument("--max-tokens", type=int, default=64, help="output tokens (default 64)")
     p.add_argument("--prompt-tokens", type=int, default=128, help="prompt tokens (default 128)")
     p.add_argument("--requests-per-level", type=int, default=None, metavar="N",
-                   help="requests at each level (default as labs bench: 4 x c, at least 8)")
+                   help=f"requests at each level (default as labs bench: {BENCH_REQUESTS_RULE})")
     p.add_argument("--gpu", default=None, help="predict from this GPU's datasheet instead")
     p.add_argument("--model", default=None, help="model id or folder, with --gpu")
     p.add_argument("--num-gpu-blocks", type=int, default=None, metavar="N",

@@ -35,7 +35,7 @@ import numpy as np
 from .errors import ConfigError
 from .results import percentile
 from .servermodel import ServerLimits, StepCost
-from .workload import Burst, Closed, Poisson, Shape, in_batches
+from .workload import Burst, Closed, Poisson, Shape, bench_requests, in_batches
 
 MAX_STEPS = 2_000_000  # a guard, far beyond any course run
 # Requests sent "at once" reach the engine one after another, this far apart (the load
@@ -303,7 +303,7 @@ def predict_closed(cost: StepCost, limits: ServerLimits, levels: Sequence[int], 
     """One row per concurrency level, as `labs bench` would measure it (same columns)."""
     rows = []
     for c in levels:
-        n = requests_per_level or max(8, 4 * c)  # labs bench's default
+        n = requests_per_level or bench_requests(c)
         s = replay(cost, limits, Closed(c, requests=n), prompt_tokens, max_tokens).summary()
         rows.append({"concurrency": c, "requests": n, "agg_tok_s": s["agg_tok_s"],
                      "per_user_tok_s": s["per_user_tok_s"], "ttft_s_p50": s["ttft_s_p50"],

@@ -107,6 +107,19 @@ class Closed:
         return {"kind": "closed", **asdict(self)}
 
 
+# `labs bench`'s requests per level when --requests-per-level is not given; `labs predict` and
+# `labs.simulate.predict_closed` replay the same count, so a prediction and a bench compare.
+BENCH_REQUESTS_PER_USER = 4
+BENCH_MIN_REQUESTS = 8
+BENCH_REQUESTS_RULE = f"{BENCH_REQUESTS_PER_USER} x concurrency, at least {BENCH_MIN_REQUESTS}"
+
+
+def bench_requests(concurrency: int) -> int:
+    """Requests `labs bench` sends at a level of `concurrency` users by default (the rule in
+    BENCH_REQUESTS_RULE): 8 at 1 user, 128 at 32."""
+    return max(BENCH_MIN_REQUESTS, BENCH_REQUESTS_PER_USER * concurrency)
+
+
 @dataclass(frozen=True)
 class Poisson:
     """Open-loop arrivals at `rate_rps` on average, exponential gaps from a seeded generator.

@@ -338,6 +338,17 @@ def test_cli_levels() -> None:
             parse_levels(bad)
 
 
+def test_bench_and_its_prediction_send_the_same_default_requests() -> None:
+    from cpu_calibrations import AVX512, NAIVE
+
+    from labs.simulate import predict_closed
+    from labs.workload import bench_requests
+
+    assert [bench_requests(c) for c in (1, 2, 4, 32)] == [8, 8, 16, 128]
+    rows = predict_closed(AVX512, NAIVE, [1, 4], prompt_tokens=16, max_tokens=4)
+    assert [r["requests"] for r in rows] == [bench_requests(1), bench_requests(4)]
+
+
 def test_shapes_round_trip_and_read_well() -> None:
     for shape in (Burst(8), Closed(4, requests=16), Poisson(2.5, duration_s=30,
                                                              max_concurrency=8)):
