@@ -47,9 +47,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
-    # Browser tests last: they run notebook 04, which leaves the server on another profile,
-    # and they cost a server restart wherever they stand; at the end nothing else pays for it.
-    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+    # Browser tests right after solutions/04: their dashboard runs 04's burst on 04's
+    # `kv-pressure` server, running then already, and 05 starts on that server too; anywhere
+    # else they would cost two restarts. Without the notebooks collected, they run last.
+    browser = [item for item in items if item.get_closest_marker("browser") is not None]
+    rest = [item for item in items if item.get_closest_marker("browser") is None]
+    at = next((n + 1 for n, item in enumerate(rest)
+               if item.path.name == "04_kv_cache_exhaustion.ipynb"), len(rest))
+    items[:] = rest[:at] + browser + rest[at:]
 
 
 def _needs_server(item: pytest.Item) -> bool:

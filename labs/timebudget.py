@@ -38,14 +38,14 @@ class Budget:
 # The plan of the course, in seconds of compute per notebook. The instructor guide's plan is
 # built from these and from a measured full-size run (python -m labs.coursedocs).
 BUDGETS: dict[str, Budget] = {
-    "01_provision": Budget(ci_s=60, full_s=180),
-    "02_bandwidth_ceiling": Budget(ci_s=60, full_s=150),
+    "01_provision": Budget(ci_s=50, full_s=180),
+    "02_bandwidth_ceiling": Budget(ci_s=45, full_s=150),
     "03_continuous_batching": Budget(ci_s=180, full_s=420),
     "03b_arrivals_and_goodput": Budget(ci_s=130, full_s=420),
     "04_kv_cache_exhaustion": Budget(ci_s=90, full_s=150),
-    "05_bounded_admission": Budget(ci_s=180, full_s=420),
+    "05_bounded_admission": Budget(ci_s=140, full_s=420),
     "06_prefix_caching": Budget(ci_s=45, full_s=150),
-    "07_capacity_and_cost": Budget(ci_s=60, full_s=240),
+    "07_capacity_and_cost": Budget(ci_s=50, full_s=240),
 }
 
 
