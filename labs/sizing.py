@@ -18,7 +18,8 @@ from .simulate import predict_closed
 
 
 def fit_at_once(limits: ServerLimits, prompt_tokens: int, output_tokens: int) -> int:
-    """How many such requests hold their whole KV at the same time (whole blocks each)."""
+    """How many such requests hold their whole KV at the same time (whole blocks each):
+    `ServerLimits.fit_at_once` of prompt + output, the one place it is computed."""
     return limits.fit_at_once(prompt_tokens + output_tokens)
 
 
