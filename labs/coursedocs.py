@@ -937,7 +937,7 @@ REFERENCES: tuple[Reference, ...] = (
               _draw_staircase("04_kv_cache_exhaustion", "The same burst on two pools: the gap is the wait for KV blocks")),
     Reference("05_bounded_admission", "admission.png", "p95 TTFT of what each setup served, and what it shed", _draw_05),
     Reference("06_prefix_caching", "ttft_cache_on_off.png", "each user's TTFT with prefix caching on and off",
-              _draw_staircase("06_prefix_caching", "The same users, one flag apart: TTFT with the prefix cache on and off")),
+              _draw_staircase("06_prefix_caching", "The same users, shared and salted: TTFT with the prefix cache used and defeated")),
     Reference("07_capacity_and_cost", "sweep.png", "the closed-loop sweep the operating point is chosen from", _draw_07),
 )
 

@@ -74,7 +74,10 @@ PROFILES: dict[str, Profile] = {
             cpu_flags=CPU_SMALL_KV_FLAGS,
         ),
         # Notebook 06: the same small pool with prefix caching on (vLLM 0.32's default, said
-        # out loud) and off, so the difference between the two runs is that one flag.
+        # out loud). Its control runs on this server too, each request with a cache_salt of
+        # its own (Workload.salt_each_request): no restart, and nothing can be shared.
+        # `no-prefix-cache` turns it off altogether, for a learner (and a deployment) that
+        # wants the flag rather than the salt.
         Profile(
             "prefix-cache",
             "kv-pressure with prefix caching on (vLLM's default): shared prefixes share blocks",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import secrets
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -213,6 +214,11 @@ class Workload:
     shared_prefix_tokens  instead, every prompt opens with the same system prompt of about
                    this many tokens, followed by a short question of its own (random words):
                    what prefix caching shares (notebook 06); excludes prompt_tokens
+    salt_each_request  every request carries a `cache_salt` of its own (vLLM's per-request
+                   cache isolation, meant for tenants who must not see each other's prefixes):
+                   prefix caching stays on, yet no request can use another's blocks. Notebook
+                   06's control, on the same server as the cached run: the one difference
+                   between the two runs is whether prompts can share blocks
     """
 
     api: Literal["chat", "completions"] = "chat"
@@ -224,6 +230,7 @@ class Workload:
     prefix_seed: int | None = None
     in_order: bool = False
     shared_prefix_tokens: int | None = None
+    salt_each_request: bool = False
 
     def __post_init__(self) -> None:
         if self.api not in API_KINDS:
@@ -253,7 +260,8 @@ class Workload:
         prompt = (f"{self.prompt_tokens}" if self.prompt_tokens else
                   f"shared {self.shared_prefix_tokens} + short" if self.shared_prefix_tokens
                   else "short")
-        return f"{self.api} in={prompt} out={out}"
+        salted = " salted" if self.salt_each_request else ""
+        return f"{self.api} in={prompt}{salted} out={out}"
 
     @property
     def target_tokens(self) -> int | None:
@@ -294,6 +302,8 @@ class Workload:
         )
         if self.ignore_eos:
             body["ignore_eos"] = True  # vLLM extension: generate exactly max_tokens
+        if self.salt_each_request:
+            body["cache_salt"] = secrets.token_hex(8)  # vLLM extension: a cache of its own
         return body
 
     def to_dict(self) -> dict[str, Any]:

@@ -258,7 +258,8 @@ burst = kvwait.plan(calibration.steps, calibration.limits, settings.backend, ci=
 conn = labs.connect()
 workload = labs.Workload(prompt_tokens=burst.prompt_tokens, max_tokens=burst.output_tokens)
 with widgets.LiveDashboard(conn.base_url, interval_s=0.25) as dashboard:
-    pressure = labs.loadgen.run_sync(labs.Burst(burst.users), workload, conn=conn, label="kv pressure")""",
+    pressure = labs.loadgen.run_sync(labs.Burst(burst.users), workload, conn=conn,
+                                     label="kv pressure")""",
     """engine = dashboard.sampler.to_frame(t0=pressure.metadata["perf_counter_t0"])
 widgets.plot_engine_runs({"small pool": engine}, "04's burst", plots.where(pressure.metadata));""",
 )
