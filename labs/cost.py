@@ -76,7 +76,6 @@ def inputs_table(inputs: Sequence[Input]) -> pd.DataFrame:
     return pd.DataFrame([i.to_dict() for i in inputs]).set_index("input")
 
 
-SEED_ARTICLE = "000_d3798ecf2e35ffaa.txt"
 SEED_SERVING = "003_1ee35b452877a9eb.txt"
 SEED_DEPLOYMENT = "004_7f1ae39a2077415d.txt"
 

@@ -45,7 +45,6 @@ OVERLAYS = K8S / "overlays"
 DASHBOARD = INFRA / "monitoring" / "grafana" / "dashboards" / "vllm-serving.json"
 BASE_ENGINE = K8S / "base" / "vllm.yaml"
 BASE_MODEL_CACHE = K8S / "base" / "model-cache.yaml"
-GATEWAY_MANIFEST = K8S / "components" / "gateway" / "gateway.yaml"
 
 # The image's own entrypoint differs between vLLM releases; this is the module labs.server runs.
 ENGINE_ENTRYPOINT = ("python3", "-m", API_SERVER_MODULE)

@@ -407,22 +407,6 @@ def scrape(base_url: object, client: httpx.Client | None = None,
     return _snapshot(response, url, sent)
 
 
-async def ascrape(base_url: object, client: httpx.AsyncClient | None = None,
-                  timeout_s: float = 5.0) -> Snapshot:
-    """`scrape` for asyncio code (an event loop that must not block)."""
-    url = metrics_url(base_url)
-    sent = time.perf_counter()
-    try:
-        if client is None:
-            async with httpx.AsyncClient(timeout=timeout_s) as own:
-                response = await own.get(url)
-        else:
-            response = await client.get(url, timeout=timeout_s)
-    except httpx.TransportError as exc:
-        raise _not_running(url, exc) from None
-    return _snapshot(response, url, sent)
-
-
 # --- sampling during a run ----------------------------------------------------------------
 
 SAMPLE_COLUMNS = ("t_s", "perf_counter_s", "wall_time", "running", "waiting",
@@ -636,6 +620,6 @@ def join_to_requests(samples: Any, requests: Any, time_col: str = "sent_s", *,
 __all__ = [
     "RUNNING", "WAITING", "KV_CACHE_USAGE", "PREEMPTIONS", "ADMISSION_REJECTIONS",
     "CACHE_CONFIG", "TTFT", "ITL", "TPOT", "E2E", "QUEUE_TIME", "SAMPLE_COLUMNS",
-    "Sample", "Histogram", "CacheConfig", "Snapshot", "metrics_url", "scrape", "ascrape",
+    "Sample", "Histogram", "CacheConfig", "Snapshot", "metrics_url", "scrape",
     "MetricsSampler", "join_to_requests",
 ]

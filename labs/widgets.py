@@ -3,7 +3,7 @@
 `LiveDashboard` wraps a `MetricsSampler`: in JupyterLab it shows KV-cache usage, running,
 waiting and preemptions as ipywidgets updated twice a second from a background thread.
 Where no person is watching (nbmake, nbconvert: LABS_HEADLESS=1, set by conftest.py) it shows
-nothing live; either way `plot_engine_series` draws the same series afterwards.
+nothing live; either way `plot_engine_runs` draws the same series afterwards.
 """
 
 from __future__ import annotations
@@ -107,18 +107,6 @@ def _finish(fig: Figure, caption: str) -> Figure:
         fig.text(0.5, 0.005, caption, ha="center", fontsize=8, color="gray")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
-
-
-def plot_engine_series(frame: pd.DataFrame, title: str, caption: str = "") -> Figure:
-    """KV usage, running/waiting and preemptions over the run: the dashboard, frozen."""
-    fig, axes = plt.subplots(3, 1, figsize=(8, 6.5), sharex=True)
-    fig.suptitle(title, fontsize=12)
-    _draw_engine(axes, frame, frame["preemptions_total"])
-    axes[0].set_ylabel("KV cache used (%)")
-    axes[1].set_ylabel("requests")
-    axes[1].legend(loc="upper right")
-    axes[2].set_ylabel("preemptions (total)")
-    return _finish(fig, caption)
 
 
 def plot_engine_runs(frames: dict[str, pd.DataFrame], title: str, caption: str = "") -> Figure:

@@ -188,7 +188,7 @@ def test_scrape_of_a_dead_port_raises_server_not_running():
     with pytest.raises(ServerNotRunning, match=r"python -m labs serve"):
         m.scrape(url, timeout_s=2)
     with pytest.raises(ServerNotRunning, match="/metrics"):
-        asyncio.run(m.ascrape(url, timeout_s=2))
+        m.scrape(url, timeout_s=2)
 
 
 def _serving(text: str):
@@ -203,13 +203,6 @@ def test_scrape_with_an_injected_client():
     with httpx.Client(transport=httpx.MockTransport(_serving(IDLE))) as client:
         snap = m.scrape("http://vllm.test:8000/v1", client)
     assert snap.url == "http://vllm.test:8000/metrics" and snap.cache_config().num_gpu_blocks == 364
-
-
-def test_ascrape_with_an_injected_client():
-    async def go() -> m.Snapshot:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(_serving(IDLE))) as client:
-            return await m.ascrape("http://vllm.test:8000", client)
-    assert asyncio.run(go()).running == 0
 
 
 def test_scrape_of_something_else_is_a_server_error():

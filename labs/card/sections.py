@@ -167,4 +167,3 @@ SECTIONS: tuple[Section, ...] = (
                     ",.3f"),
             )),
 )
-SECTION_BY_KEY = {s.key: s for s in SECTIONS}
