@@ -282,3 +282,14 @@ def test_cli_bad_input(capsys):
         _run(["ceiling", "--gpu", "b300", "--weights-gb", "14"], capsys)
     with pytest.raises(SystemExit):  # no bandwidth source: argparse usage error
         _run(["ceiling", "--weights-gb", "14"], capsys)
+
+
+def test_model_size_finds_a_model_in_the_hugging_face_cache(tmp_path, monkeypatch):
+    snap = tmp_path / "models--Qwen--Qwen2.5-7B-Instruct" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text(json.dumps(QWEN))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    assert c.hf_cache_folder("Qwen/Qwen2.5-7B-Instruct") == snap
+    size = c.model_size("Qwen/Qwen2.5-7B-Instruct", models_dir=tmp_path / "none")
+    assert size.source == "config.json" and math.isclose(size.step_bytes, 14.14e9, rel_tol=2e-3)
+    assert c.hf_cache_folder("Org/Missing") is None
