@@ -5,7 +5,7 @@ LabsError that shows `❌ <message>` (the message already says what to do) as th
 *error output*, a one-line traceback. It must be an error output, not a print: IPython does
 not display what a custom handler returns, and nbmake decides a notebook failed by looking for
 an error output. A printed message let a notebook stop half-way under nbmake and still pass
-(tests/test_notebook_errors.py keeps that from coming back). The cell fails, so "Run All" stops
+(tests/test_notebook.py keeps that from coming back). The cell fails, so "Run All" stops
 there.
 """
 
