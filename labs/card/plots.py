@@ -176,7 +176,8 @@ def _plot_prefix(drawn) -> Any:
                                         ("max_running", "most running at once")), strict=True):
         _bars_by_setup(ax, drawn, ["cache on", "cache off"], key, ylabel)
     axes[0].legend(fontsize=7)
-    fig.suptitle("16 users sharing one system prompt, on the same server shared and salted", fontsize=11)
+    fig.suptitle("16 users sharing one system prompt, on the same server shared and salted",
+                 fontsize=11)
     return fig
 
 

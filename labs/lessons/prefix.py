@@ -1,8 +1,9 @@
 """06's lesson: with prefix caching on, the same burst gets its first tokens sooner.
 
 The check compares the p95 TTFT of the burst with nothing shared (the control: the same
-server, each request salted so that no two share a block) and shared, as a ratio, against the ratio the calibrated model of this server predicts
-(`labs.simulate.replay` off, `labs.prefixcache.predicted_ttft_cached` on).
+server, each request salted so that no two share a block) and shared, as a ratio, against the
+ratio the calibrated model of this server predicts (`labs.simulate.replay` off,
+`labs.prefixcache.predicted_ttft_cached` on).
 
 The margin. The measured ratio must be at least `max(MIN_RATIO, SHARE_OF_PREDICTED x
 predicted)`: 1.5x, or half the predicted ratio where that is more.
