@@ -47,9 +47,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
-    # Browser tests right after solutions/04: their dashboard runs 04's burst on 04's
-    # `kv-pressure` server, running then already, and 05 starts on that server too; anywhere
-    # else they would cost two restarts. Without the notebooks collected, they run last.
+    # Browser tests right after solutions/04: their dashboard sends the burst 04 saved to the
+    # small-pool server 04 leaves running, and 05 starts on that server too; anywhere else
+    # they would cost two restarts. Without the notebooks collected, they run last.
     browser = [item for item in items if item.get_closest_marker("browser") is not None]
     rest = [item for item in items if item.get_closest_marker("browser") is None]
     at = next((n + 1 for n, item in enumerate(rest)

@@ -177,6 +177,16 @@ def test_completions_api_reads_text() -> None:
     assert body["ignore_eos"] is True and body["temperature"] == 0.0 and body["max_tokens"] == 2
 
 
+def test_a_salted_workload_gives_every_request_a_cache_of_its_own() -> None:
+    """06's control: a `cache_salt` per request, different every time, and none by default."""
+    salted = Workload(shared_prefix_tokens=100, salt_each_request=True)
+    salts = {salted.body("m", "p", 4)["cache_salt"] for _ in range(50)}
+    assert len(salts) == 50 and all(isinstance(s, str) and s for s in salts)
+    assert "cache_salt" not in Workload().body("m", "p", 4)
+    assert "salted" in salted.label and "salted" not in Workload().label
+    assert Workload.from_dict(salted.to_dict()) == salted  # a result file says it was salted
+
+
 def test_error_event_after_200_is_recorded() -> None:
     data = sse(chat_chunk("a"), {"error": {"message": "engine dead", "code": 500}}, "[DONE]")
     (r,) = one(streaming(data)).records
