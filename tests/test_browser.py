@@ -41,6 +41,7 @@ from typing import Any
 
 import httpx
 import pytest
+from code_notebooks import write_code_notebook
 
 import labs
 from labs.server import free_port
@@ -285,20 +286,11 @@ widgets.plot_engine_runs({"small pool": engine}, "04's burst", plots.where(press
 )
 
 
-def _notebook(path: Path, cells: tuple[str, ...]) -> None:
-    path.write_text(json.dumps({
-        "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "execution_count": None,
-                   "outputs": [], "source": src} for i, src in enumerate(cells)],
-        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
-                                    "name": "python3"}},
-        "nbformat": 4, "nbformat_minor": 5}))
-
-
 @pytest.mark.server
 def test_the_kv_dashboard_renders_and_follows_the_engine(lab: Lab, browser: Any) -> None:
     if not (lab.root / "results" / RESULTS_04).is_file():
         pytest.skip("sends 04's burst on 04's server: run it after solutions/04 (make test does)")
-    _notebook(lab.root / DASHBOARD, DASHBOARD_CELLS)
+    write_code_notebook(lab.root / DASHBOARD, DASHBOARD_CELLS)
     page = _open(browser, lab, DASHBOARD)
     _run_all(page)
     clock = page.get_by_text(re.compile(r"t = \d+\.\d s"))
@@ -352,7 +344,7 @@ def _prediction_notebook(path: Path) -> str:
     scoring = next(s for s in source if "labs.predictions.score(" in s)
     name = re.search(r"^(\w+) = \.\.\.  # your answer$", ask, re.M)[1]
     assert f"mine={name}" in scoring, scoring
-    _notebook(path, (PREDICTION_SETUP, ask, scoring))
+    write_code_notebook(path, (PREDICTION_SETUP, ask, scoring))
     return name
 
 

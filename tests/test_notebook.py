@@ -6,10 +6,11 @@ Before the fix the handler only printed: the notebook stopped at that cell and s
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
+
+from code_notebooks import write_code_notebook
 
 
 def _notebook(path: Path, marker: Path) -> None:
@@ -17,12 +18,7 @@ def _notebook(path: Path, marker: Path) -> None:
         "import labs\nraise labs.ConfigError('the profile is wrong; pick another')",
         f"open({str(marker)!r}, 'w').write('reached')",
     ]
-    path.write_text(json.dumps({
-        "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "execution_count": None,
-                   "outputs": [], "source": src} for i, src in enumerate(cells)],
-        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
-                                    "name": "python3"}},
-        "nbformat": 4, "nbformat_minor": 5}))
+    write_code_notebook(path, cells)
 
 
 def test_a_labs_error_fails_the_notebook_under_nbmake_in_one_line(tmp_path: Path) -> None:
