@@ -26,8 +26,8 @@ import pytest
 import uvicorn
 
 from labs.gateway import GatewayConfig, GatewayServer, create_app, memory_bound
-from labs.gateway import app as gateway_app
 from labs.gateway import bound as bound_module
+from labs.gateway import state as gateway_state
 from labs.gateway.cli import _parser, config_from
 
 UP = "http://upstream"
@@ -674,7 +674,7 @@ def test_a_crowd_of_unauthenticated_probes_uses_one_upstream_connection(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # What is under test is the sharing, not the deadline: on a busy 2-core runner a 0.2 s
     # probe has been seen to miss the 0.5 s readiness deadline and answer 503.
-    monkeypatch.setattr(gateway_app, "READY_TIMEOUT_S", 5.0)
+    monkeypatch.setattr(gateway_state, "READY_TIMEOUT_S", 5.0)
     stub = CountingHealth()
     with StubServer(stub) as upstream:
         app = create_app(GatewayConfig(upstream.url, api_key=KEY))  # its own clients

@@ -30,20 +30,21 @@ max_body_reads, max_body_bytes, body_timeout_s, N + M counting the requests whos
 being counted): about 275 MiB with the defaults, inside the pod's 512 MiB. A held request
 keeps the bytes it sent, never a parsed tree; routes without a key take no body.
 
-On SIGTERM it drains (labs.gateway.server): nothing more is admitted (waiters get 503 +
-Retry-After at once), open streams get shutdown_timeout_s to finish, and one still going then
-ends with an SSE error event, never a silent truncation.
+On SIGTERM it drains (labs.gateway.server tells labs.gateway.state's Gateway): nothing more is
+admitted (waiters get 503 + Retry-After at once), open streams get shutdown_timeout_s to
+finish, and one still going then ends with an SSE error event, never a silent truncation.
 
 The package, one job per module:
     config     GatewayConfig: the limits, validated
     admission  the FIFO of at most N running and M waiting (and the places being counted)
     intake     what a request must be before it may wait (key, body, shape)
     budget     the prompt-token budget: exactly the fields each endpoint renders
+    state      Gateway: what one app serves from (admission, upstream, probes, the drain)
     proxy      one admitted exchange: count, queue, forward, relay, notice a client gone
     answers    the errors the gateway writes itself;  retry: the Retry-After it sends
     metrics    its Prometheus metrics (shed for load, rejected for input, outcomes)
     bound      its memory bound, a formula of the settings
-    app        the Starlette app and its routes (livez, readyz, health, metrics, ...)
+    app        create_app: the Starlette app and its routes (livez, readyz, health, metrics, ...)
     server     uvicorn with the connection limits it lacks, and the drain on SIGTERM
     cli        `python -m labs.gateway`;  process: the gateway as a supervised subprocess
 
@@ -57,13 +58,14 @@ image ships httpx, starlette, uvicorn and prometheus_client only.
 
 from .admission import SHED_REASONS, Admission, Shed
 from .answers import error_body
-from .app import ADMITTED_PATHS, Gateway, create_app
+from .app import ADMITTED_PATHS, create_app
 from .bound import MemoryBound, memory_bound
 from .cli import _parser, main, serve
 from .config import API_KEY_ENV, DEFAULT_PORT, GatewayConfig
 from .metrics import DISCONNECT_STAGES, REJECT_REASONS, GatewayMetrics
 from .process import start_gateway_process, stop_gateway_process, wait_gateway_healthy
 from .server import GatewayServer
+from .state import Gateway
 
 __all__ = [
     "ADMITTED_PATHS", "API_KEY_ENV", "Admission", "DEFAULT_PORT", "DISCONNECT_STAGES",

@@ -21,7 +21,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import httpx
 from starlette.types import Message, Receive, Send
@@ -29,9 +28,7 @@ from starlette.types import Message, Receive, Send
 from . import answers, budget
 from .admission import Shed
 from .answers import error_body
-
-if TYPE_CHECKING:
-    from .app import Gateway
+from .state import Gateway
 
 logger = logging.getLogger("labs.gateway")
 

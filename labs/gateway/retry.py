@@ -34,7 +34,7 @@ earlier than H) and `retry-after-ms: round(H x 1000)`, which the `openai` (and `
 clients read first, so the spread is not rounded away for them. The 503's message says the
 same whole seconds.
 
-`shed(gateway, reason)` builds the 503 answer (labs.gateway.app's `Gateway.shed` calls it).
+`shed(gateway, reason)` builds the 503 answer (labs.gateway.state's `Gateway.shed` calls it).
 The slot times are measured by wrapping that gateway's `Admission.acquire` and `release` from
 the first call on (`observe(gateway)`, idempotent: call it when the gateway is built to
 measure from its first request): a slot is timed from the moment `acquire` returns to the

@@ -30,7 +30,7 @@ the hard limit allows (else it warns), so the limit that refuses a connection is
 
 The drain. On SIGTERM or SIGINT uvicorn stops accepting, closes idle connections, waits for
 the open ones up to its graceful timeout and then cancels what is left. `GatewayServer`
-first tells the gateway to drain (labs.gateway.app: refuse waiters at once, cut streams at
+first tells the gateway to drain (labs.gateway.state: refuse waiters at once, cut streams at
 shutdown_timeout_s with an error event) and gives uvicorn CUT_GRACE_S more than that, so the
 cut is written before anything is cancelled.
 """
