@@ -7,13 +7,27 @@ profile's engine *is* the `bounded` profile, so both setups are one server.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import pandas as pd
+
+from . import article, profiles
+from .client import connect
 from .errors import ConfigError
+from .kvwait import plan
+from .loadgen import run_sync
+from .metrics import MetricsSampler
 from .profiles import flag_value
+from .results import SLO, percentile
+from .server import ensure_server, running_server
 from .servermodel import ServerLimits, with_flags
+from .settings import Settings
+from .simulate import SimRequest, _check, _Engine, replay  # _Engine, _check: the replay's own
+from .tables import show
+from .workload import Burst, Closed, Poisson, Workload
 
 TOO_LONG = 1.25  # the too-long prompt, as a multiple of max_model_len
 
@@ -25,15 +39,12 @@ def closing_burst(cost: Any, limits: ServerLimits, backend: str, *, ci: bool) ->
     depend on its size once everyone fits), so on the CPU a pool ten times `limits`' stands in.
     Refused with a ConfigError if a prompt is over the gateway's `--max-prompt-tokens`: the
     gateway would then judge length, not load."""
-    from .kvwait import plan
-    from .profiles import get_profile
-
     control = limits
     if backend == "cpu":
         control = replace(limits, num_blocks=10 * limits.num_blocks,
                           max_model_len=max(limits.max_model_len, 8192))
     burst = plan(cost, control, backend, ci=ci)
-    budget = flag_value(get_profile("gateway").gateway(backend) or (), "max-prompt-tokens")
+    budget = flag_value(profiles.get_profile("gateway").gateway(backend) or (), "max-prompt-tokens")
     if budget and burst.prompt_tokens > int(budget):
         raise ConfigError(f"04's prompts ({burst.prompt_tokens:,} tokens) are over the gateway's "
                           f"--max-prompt-tokens={budget}; raise it in labs/profiles.py.")
@@ -44,12 +55,7 @@ def caps_against_pool(limits: ServerLimits, backend: str) -> Any:
     """`max_num_seqs x max_model_len` against the KV pool, for the `bounded` profile on this
     server and for the article's flags on the article's card, with how many full-length
     requests the pool holds at once (whole blocks)."""
-    import pandas as pd
-
-    from . import article
-    from .profiles import get_profile
-
-    here = with_flags(limits, get_profile("bounded").flags(backend))
+    here = with_flags(limits, profiles.get_profile("bounded").flags(backend))
     card = ServerLimits(article.NUM_GPU_BLOCKS, article.BLOCK_SIZE,
                         int(flag_value(article.BOUNDED_FLAGS, "max-model-len", required=True)),
                         int(flag_value(article.BOUNDED_FLAGS, "max-num-seqs", required=True)), 2048)
@@ -67,10 +73,6 @@ def caps_against_pool(limits: ServerLimits, backend: str) -> Any:
 def engine_connection() -> Any:
     """The engine behind the running `gateway` profile, reached directly: the article's two
     flags with nothing in front of them."""
-    from .client import connect
-    from .server import running_server
-    from .settings import Settings
-
     record = running_server()
     if record is None or record.engine_url is None:
         raise ConfigError("start the `gateway` profile first: labs.ensure_server('gateway').")
@@ -81,11 +83,6 @@ def run_burst(conn: Any, users: int, prompt_tokens: int, output_tokens: int,
               label: str) -> tuple[Any, Any]:
     """`users` unique prompts at once through `conn`, with the engine's /metrics sampled:
     (the run, the engine series of running / waiting / KV usage / preemptions)."""
-    from .loadgen import run_sync
-    from .metrics import MetricsSampler
-    from .server import running_server
-    from .workload import Burst, Workload
-
     record = running_server()
     with MetricsSampler(record.metrics_url if record else conn.base_url,
                         interval_s=0.25) as sampler:
@@ -98,9 +95,6 @@ def run_burst(conn: Any, users: int, prompt_tokens: int, output_tokens: int,
 def too_long(conn: Any, limits: ServerLimits, label: str) -> Any:
     """One request whose prompt alone is `TOO_LONG` x max_model_len: the record says how it
     was refused (status) and how fast (e2e_s)."""
-    from .loadgen import run_sync
-    from .workload import Burst, Workload
-
     run = run_sync(Burst(1), Workload(prompt_tokens=int(TOO_LONG * limits.max_model_len),
                                       max_tokens=16), conn=conn, progress=False, label=label)
     return run.records[0]
@@ -109,8 +103,6 @@ def too_long(conn: Any, limits: ServerLimits, label: str) -> Any:
 def burst_table(runs: dict[str, tuple[Any, Any]]) -> Any:
     """One row per setup of the burst: what was served and how fast, what was refused and
     how fast, and what the engine held (from the sampled /metrics)."""
-    import pandas as pd
-
     rows = {}
     for label, (run, engine) in runs.items():
         s = run.summary()
@@ -159,8 +151,6 @@ class GatewayForecast:
     duration_s: float
 
     def summary(self, slo_ttft_s: float | None = None) -> dict[str, Any]:
-        from .results import percentile
-
         good = sum(t <= slo_ttft_s for t in self.ttft_s) if slo_ttft_s else None
         rate = (lambda n: n / self.duration_s if self.duration_s else None)
         return {"requests": self.offered, "ok": len(self.ttft_s),
@@ -181,10 +171,6 @@ def predict_gateway(cost: Any, limits: ServerLimits, shape: Any, prompt_tokens: 
     deciding who reaches it (admitted while fewer than N are in the engine, else queued while
     fewer than M wait, else refused at once; a slot that frees goes to the head of the queue).
     N over max_num_seqs puts the rest in the engine's own queue, as on a real server."""
-    from collections import deque
-
-    from .simulate import SimRequest, _check, _Engine  # the replay's own engine and request
-
     if max_in_flight < 1 or max_queue < 0:
         raise ConfigError("a gateway needs N >= 1 slots and a queue of M >= 0.")
     _check(limits, prompt_tokens, max_tokens)
@@ -246,22 +232,16 @@ def predict_gateway(cost: Any, limits: ServerLimits, shape: Any, prompt_tokens: 
 
 def gateway_slots(backend: str) -> int:
     """N of the `gateway` profile (`--max-in-flight`)."""
-    from .profiles import get_profile
-
-    return int(flag_value(get_profile("gateway").gateway(backend) or (), "max-in-flight") or 1)
+    gateway = profiles.get_profile("gateway").gateway(backend) or ()
+    return int(flag_value(gateway, "max-in-flight") or 1)
 
 
 def profile_limits(limits: ServerLimits, profile: str, backend: str) -> ServerLimits:
     """`limits` of the uncapped engine with `profile`'s engine flags applied."""
-    from .profiles import get_profile
-
-    return with_flags(limits, get_profile(profile).flags(backend))
+    return with_flags(limits, profiles.get_profile(profile).flags(backend))
 
 
 def _alone_ttft_s(cost: Any, limits: ServerLimits, prompt_tokens: int, max_tokens: int) -> float:
-    from .simulate import replay
-    from .workload import Closed
-
     return float(replay(cost, limits, Closed(1, requests=4), prompt_tokens,
                         max_tokens).summary()["ttft_s_p95"])
 
@@ -274,15 +254,13 @@ def predict_setups(cost: Any, uncapped: ServerLimits, backend: str, shape: Any,
     gateway of max-num-seqs slots and an unbounded-wait queue of the prompts the token cap
     holds (sized, as the notebook does, from three predicted lone TTFTs), and (d') the
     exercise's queue of 3. Keys as `RunResult.summary()`."""
-    from .profiles import get_profile
-    from .simulate import replay
-
     lengths = (prompt_tokens, max_tokens)
     naive = profile_limits(uncapped, "kv-pressure", backend)
     bounded = profile_limits(uncapped, "bounded", backend)
     n = gateway_slots(backend)
     gateway = replace(bounded, max_num_seqs=n)
-    cap = int(flag_value(get_profile("engine-queue").flags(backend), "max-num-queued-reqs") or 1)
+    queue_flags = profiles.get_profile("engine-queue").flags(backend)
+    cap = int(flag_value(queue_flags, "max-num-queued-reqs") or 1)
     slo_s = 3 * _alone_ttft_s(cost, bounded, *lengths)
     held = int(slo_s * cost.prefill_tok_s) // prompt_tokens
     wait_s = max(0.05, slo_s - 2 * slo_s / 3)  # the notebook's: SLO less two lone TTFTs
@@ -319,8 +297,6 @@ def plan_overload(budget: Any, cost: Any, uncapped: ServerLimits, backend: str,
     """The largest overload (request count) whose runs, every setup and the exercise's
     gateway together, are predicted to fit `OVERLOAD_SHARE` of the notebook's budget
     (`labs.timebudget.NotebookBudget.plan`)."""
-    from .workload import Poisson
-
     def total_s(requests: int) -> float:
         shape = Poisson(rate_rps=multiple * capacity_rps, requests=requests, seed=1)
         return sum(overload_seconds(predict_setups(cost, uncapped, backend, shape,
@@ -334,9 +310,6 @@ def capacity_seconds(cost: Any, limits: ServerLimits, slots: int, prompt_tokens:
                      max_tokens: int) -> float:
     """How long `labs.experiments.measure_capacity` is predicted to take (its closed loop of
     2 x slots users, two rounds, and one warm-up request)."""
-    from .simulate import replay
-    from .workload import Closed
-
     users = 2 * max(1, slots)
     run = replay(cost, limits, Closed(users, requests=2 * users), prompt_tokens, max_tokens)
     return run.duration_s + _alone_ttft_s(cost, limits, prompt_tokens, max_tokens)
@@ -346,10 +319,6 @@ def run_overload(label: str, profile: str, shape: Any, workload: Any, budget: An
                  predicted_s: float, *, extra_flags: tuple[str, ...] = ()) -> Any:
     """One setup of the overload: its engine started (or reused), `shape` sent, the run timed
     against its prediction (the restart is not counted: the notebook does not choose it)."""
-    from .client import connect
-    from .loadgen import run_sync
-    from .server import ensure_server
-
     ensure_server(profile, extra_flags=extra_flags)
     conn = connect()
     with budget.timed(label, predicted_s):
@@ -362,12 +331,8 @@ def run_overload(label: str, profile: str, shape: Any, workload: Any, budget: An
 
 def profiles_table(names: tuple[str, ...], backend: str) -> Any:
     """Each profile's engine flags and, where it has one, its gateway's flags."""
-    import pandas as pd
-
-    from .profiles import get_profile
-
-    rows = {name: {"engine flags": " ".join(get_profile(name).flags(backend)),
-                   "gateway flags": " ".join(get_profile(name).gateway(backend) or ())}
+    rows = {name: {"engine flags": " ".join(profiles.get_profile(name).flags(backend)),
+                   "gateway flags": " ".join(profiles.get_profile(name).gateway(backend) or ())}
             for name in names}
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -375,8 +340,6 @@ def profiles_table(names: tuple[str, ...], backend: str) -> Any:
 def overload_table(capacity_rps: float, predicted_capacity_rps: float, slots: int,
                    sized: Any) -> Any:
     """The overload as sized: the capacity it is a multiple of, measured and predicted."""
-    from .tables import show
-
     return show({"uncapped engine, measured (req/s)": capacity_rps,
                  "uncapped engine, predicted (req/s)": predicted_capacity_rps,
                  "prediction error (%)": 100 * (predicted_capacity_rps / capacity_rps - 1),
@@ -387,8 +350,6 @@ def overload_table(capacity_rps: float, predicted_capacity_rps: float, slots: in
 
 def predicted_table(predicted: dict[str, dict[str, Any]]) -> Any:
     """`predict_setups`' summaries, one row per setup: served, shed, p95 TTFT, duration."""
-    import pandas as pd
-
     rows = {label: {"served": s.get("ok", s["requests"]), "shed": s.get("shed", 0),
                     "ttft_p95_s": s["ttft_s_p95"], "duration_s": s["duration_s"]}
             for label, s in predicted.items()}
@@ -397,8 +358,6 @@ def predicted_table(predicted: dict[str, dict[str, Any]]) -> Any:
 
 def model_check(predicted: dict[str, dict[str, Any]], comparison: Any) -> Any:
     """The prediction against the measurement, for the numbers the decision rests on."""
-    import pandas as pd
-
     rows = [("a) naive: p95 TTFT (s)", predicted["a) naive"]["ttft_s_p95"],
              comparison.loc["a) naive", "ttft_p95_s"]),
             ("b) engine caps: p95 TTFT (s)", predicted["b) engine caps"]["ttft_s_p95"],
@@ -413,10 +372,6 @@ def model_check(predicted: dict[str, dict[str, Any]], comparison: Any) -> Any:
 def goodput_by_slo(results: dict[str, Any], baseline_ttft_s: float,
                    factors: Sequence[float]) -> Any:
     """Goodput (req/s within the SLO) of each setup, for SLOs of `factors` x the baseline."""
-    import pandas as pd
-
-    from .results import SLO
-
     return pd.DataFrame({
         f"{f:g}x baseline": {label: run.summary(SLO(ttft_s=f * baseline_ttft_s))["goodput_rps"]
                              for label, run in results.items()}
@@ -425,8 +380,6 @@ def goodput_by_slo(results: dict[str, Any], baseline_ttft_s: float,
 
 def overload_findings(comparison: Any, shed: Sequence[Any], baseline_ttft_s: float) -> Any:
     """What the overload showed, against the baseline: the two p95s and the gateway's 503s."""
-    from .tables import show
-
     naive = comparison.loc["a) naive", "ttft_p95_s"]
     gateway = comparison.loc["d) gateway", "ttft_p95_s"]
     return show({"baseline TTFT (s)": baseline_ttft_s,
@@ -441,8 +394,6 @@ def overload_findings(comparison: Any, shed: Sequence[Any], baseline_ttft_s: flo
 def queue_findings(queued: Any, at_once_s: float, max_wait_s: float) -> Any:
     """The run with a queue: how many served requests waited (TTFT over `at_once_s`, the
     p95 of the same gateway without a queue), and the longest TTFT against the wait allowed."""
-    from .tables import show
-
     served = [r.ttft_s for r in queued.records if r.ok and r.ttft_s is not None]
     refused = [r for r in queued.records if not r.ok]
     return show({"served": len(served),
@@ -456,8 +407,6 @@ def queue_findings(queued: Any, at_once_s: float, max_wait_s: float) -> Any:
 def burst_forecast(burst: Any, bounded_limits: ServerLimits, flags: dict[str, Any],
                    admitted: dict[str, Any], lone_s: float, gateway_n: int) -> Any:
     """04's burst against this pool, and what the replay predicts under each setup."""
-    from .tables import show
-
     return show({"users": burst.users, "prompt + answer (tokens)":
                  f"{burst.prompt_tokens:,} + {burst.output_tokens}",
                  "demand / pool": burst.demand_tokens / bounded_limits.pool_tokens,
@@ -479,8 +428,6 @@ def caps_findings(caps: Any) -> Any:
 def too_long_table(records: dict[str, Any], limits: ServerLimits,
                    uncapped: ServerLimits) -> Any:
     """How each setup answered the too-long prompt, and what it would hold uncapped."""
-    import pandas as pd
-
     held = uncapped.blocks_for(int(TOO_LONG * limits.max_model_len) + 16)
     rows = {label: {"status": r.status, "answered in (ms)": r.e2e_s * 1000,
                     "error": (r.error or "")[:100]} for label, r in records.items()}
