@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -55,8 +56,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_lab(args: argparse.Namespace) -> int:
     """Serve (or reuse) the server, run JupyterLab, and stop the server we started on exit."""
-    import subprocess
-
     started = None
     record = server.running_server()
     if record:

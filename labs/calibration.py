@@ -23,16 +23,25 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .client import Connection
+from .client import Connection, connect
 from .errors import ConfigError
-from .hardware import cpu_signature  # a calibration's key; importable from here as before
+from .hardware import (
+    cpu_signature,  # a calibration's key; importable from here as before
+    describe_hardware,
+)
+from .loadgen import run_sync
+from .metrics import scrape
+from .profiles import get_profile
+from .server import running_server
 from .servermodel import LinearSteps, ServerLimits, limits_from, steps_from_dict
+from .settings import Settings, gpus
+from .workload import Burst, Closed, Workload
 
 SCHEMA_VERSION = 1
 SHORT_PROMPT_TOKENS = 32
@@ -157,12 +166,10 @@ class Calibration:
     def with_limits(self, limits: ServerLimits) -> Calibration:
         """The same step costs under another profile's limits (the step costs are the
         hardware's and the model's; the limits are the profile's)."""
-        from dataclasses import replace
         return replace(self, limits=limits)
 
 
 def default_path() -> Path:
-    from .settings import Settings
     return Settings.from_env().results_dir / "calibration.json"
 
 
@@ -187,11 +194,6 @@ def server_limits(conn: Connection) -> ServerLimits:
     """The live server's limits: pool from /metrics, max_model_len from /v1/models, the
     scheduler caps from the profile flags this course started it with (vLLM's defaults for
     a server started elsewhere, which `source` then says)."""
-    from .metrics import scrape
-    from .profiles import get_profile
-    from .server import running_server
-    from .settings import Settings, gpus
-
     settings = Settings.from_env()
     pool = scrape(conn.base_url).cache_config()
     if pool is None or pool.num_gpu_blocks is None or pool.block_size is None:
@@ -256,9 +258,6 @@ def measure(conn: Connection, *, progress: bool = True, log: Any = None,
     """Run the calibration on the live server and fit the model (15-60 s on 2 CPU cores).
     Progress lines go to `log` (default stderr) when `progress`; `limits` are the server's
     when the caller has read them already."""
-    from .loadgen import run_sync
-    from .workload import Burst, Closed, Workload
-
     say = (lambda text: print(text, file=log or sys.stderr, flush=True)) if progress \
         else (lambda text: None)
     started = time.perf_counter()
@@ -299,7 +298,6 @@ def measure(conn: Connection, *, progress: bool = True, log: Any = None,
                                  f"step, {b} decoding at {prompt:.0f} context"))
 
     steps = fit(step_points, ttft_points)
-    from .settings import Settings
     return Calibration(
         steps=steps, limits=limits, model=str(meta.get("model") or conn.model),
         hardware=str(meta.get("hardware")), vllm_version=meta.get("vllm_version"),
@@ -378,8 +376,6 @@ def ensure(conn: Connection, *, path: Path | None = None, progress: bool = True,
 
 
 def _matches(saved: Calibration, conn: Connection) -> bool:
-    from .hardware import describe_hardware
-    from .settings import Settings
     version = None
     try:
         with conn.http(timeout=5) as http:
@@ -405,8 +401,6 @@ def _age_s(saved: Calibration) -> float:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from .client import connect
-
     cal = measure(connect(), progress=not args.json)
     path = cal.save(args.out)
     if args.json:

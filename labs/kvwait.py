@@ -26,8 +26,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import pandas as pd
+
+from . import article
 from .errors import ConfigError
-from .servermodel import ServerLimits, StepCost
+from .predict import datasheet_limits, datasheet_steps
+from .profiles import get_profile
+from .servermodel import ServerLimits, StepCost, with_flags
 from .simulate import Replay, replay
 from .timebudget import BUDGETS
 from .workload import Burst
@@ -219,9 +224,6 @@ def plan(cost: StepCost, control: ServerLimits, backend: str, *, ci: bool) -> Po
     (40 blocks of 128 tokens, so that 06 shares it) and 8-16 users are tried; on a GPU the
     article's 32 users or more, on a pressure pool sized per candidate and given to the
     server with `PoolBurst.pressure_flags`."""
-    from .profiles import get_profile
-    from .servermodel import with_flags
-
     budget = CI_BUDGET_S if ci else FULL_BUDGET_S
     if backend not in ("cpu", "gpu"):
         raise ConfigError(f"backend must be 'cpu' or 'gpu', not {backend!r}.")
@@ -237,9 +239,6 @@ def article_split(output_tokens: int = 64) -> tuple[WaitSplit, Replay, Replay]:
     holds it. The article gives no answer length; `output_tokens` is assumed (64 is the length
     whose replay lands on its ~55 s). The datasheet step runs at 100 % of peak, so compute's
     share is a lower bound."""
-    from . import article
-    from .predict import datasheet_limits, datasheet_steps
-
     steps = datasheet_steps("rtx-4000-ada", article.MODEL)
     limits = datasheet_limits("rtx-4000-ada", article.MODEL, num_blocks=article.NUM_GPU_BLOCKS)
     limits = replace(limits, max_model_len=max(limits.max_model_len, 8192))
@@ -251,8 +250,6 @@ def article_split(output_tokens: int = 64) -> tuple[WaitSplit, Replay, Replay]:
 def engine_signals(runs: dict[str, tuple[Any, Any]]) -> Any:
     """One column per run from its engine series (`MetricsSampler.to_frame()`) and its TTFTs:
     what the engine reported, the way 04 reads memory apart from compute."""
-    import pandas as pd
-
     def column(frame: Any, ttft: Any) -> dict[str, float]:
         ttft = sorted(ttft)
         return {"max running": int(frame["running"].max()),
@@ -267,8 +264,6 @@ def engine_signals(runs: dict[str, tuple[Any, Any]]) -> Any:
 
 def split_table(predicted: WaitSplit, measured: WaitSplit) -> Any:
     """The last user's TTFT split into compute and the wait for blocks, predicted and measured."""
-    import pandas as pd
-
     rows = {"last TTFT, small pool (s)": "pressure_last_ttft_s",
             "compute: last TTFT on a pool that holds it (s)": "control_last_ttft_s",
             "waiting for KV blocks (s)": "pool_wait_s", "the pool's share": "pool_share"}
@@ -301,8 +296,6 @@ def findings(burst: PoolBurst, pool: Any, summary: dict, requests: Any, signals:
 def article_table(outputs: Sequence[int] = (64, 128, 256)) -> Any:
     """`article_split` for several assumed answer lengths, one row each: the compute part does
     not depend on them (prefill of 128,000 prompt tokens), the pool's part does."""
-    import pandas as pd
-
     rows = []
     for out in outputs:
         wait, on_small, _ = article_split(out)

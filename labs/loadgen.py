@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import httpx
 from tqdm.auto import tqdm
 
-from .client import Connection
+from .client import Connection, connect
 from .connections import ConnectionLeases
 from .errors import ConfigError, ServerNotRunning
 from .hardware import describe_hardware  # in run metadata; importable from here as before
@@ -534,7 +534,6 @@ async def sweep_async(shapes: Sequence[Shape], workload: Workload | None = None,
     if not timeout_s or timeout_s <= 0:
         raise ConfigError(f"timeout_s must be > 0 seconds, not {timeout_s!r}.")
     if conn is None and base_url is None:
-        from .client import connect
         conn = await asyncio.to_thread(connect)  # don't block a notebook's loop
     session = _Session(workload, conn=conn, base_url=base_url, api_key=api_key, model=model,
                        client=client, count_tokens=count_tokens, timeout_s=timeout_s)
@@ -593,8 +592,6 @@ def parse_levels(text: str) -> list[int]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .client import connect
-
     levels = parse_levels(args.concurrency)
     if args.requests_per_level is not None and args.requests_per_level < 1:
         raise ConfigError("--requests-per-level must be at least 1, "

@@ -11,6 +11,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
+from .stepsplit import CAUSES
+
 
 def where(meta: Mapping[str, Any]) -> str:
     """'SmolLM2-135M-Instruct · vLLM 0.32.0 · Linux x86_64, 2 x AMD EPYC' from run metadata."""
@@ -142,8 +144,6 @@ def step_split(splits: Sequence[Any], meta: Mapping[str, Any]) -> Figure:
     the whole step; right, the same divided by the batch (the cost of one token). Parts the
     batch shares are blue, parts that grow with it warm; datasheet bars are hatched and
     labelled "predicted"."""
-    from .stepsplit import CAUSES
-
     colors = {"weight_read_s": "tab:blue", "other_fixed_s": "lightsteelblue",
               "per_seq_s": "tab:orange", "kv_read_s": "tab:red", "compute_s": "tab:purple"}
     fig, (ax1, ax2) = _figure("One decode step, split into its causes", meta, ncols=2)

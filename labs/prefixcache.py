@@ -13,7 +13,7 @@ a pool at once, prefill tokens computed, and the hit rate vLLM's counters will s
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import httpx
 import numpy as np
@@ -25,6 +25,7 @@ from .loadgen import run_blocking, server_token_counter, tokenize_payload
 from .metrics import MetricsSampler, scrape
 from .results import RunResult
 from .servermodel import ServerLimits, StepCost
+from .simulate import replay
 from .workload import Burst, Closed, PromptFactory, Workload
 
 HITS = "vllm:prefix_cache_hits_total"
@@ -121,8 +122,6 @@ def prediction(cost: StepCost, limits: ServerLimits, shared: SharedPrefix, users
     hold at the end, how many run at once to the end, prompt tokens computed, the hit rate,
     and the p95 TTFT (off: the replay of labs.simulate; on: `predicted_ttft_cached`). The pool
     lends `limits.num_blocks - 1` blocks: vLLM keeps one aside (its usage gauge divides by it)."""
-    from .simulate import replay
-
     usable = limits.num_blocks - 1
     off = replay(cost, limits, Burst(users), shared.prompt_tokens, output_tokens).summary()
     on = float(np.percentile(predicted_ttft_cached(cost, limits, shared, users), 95))
@@ -166,10 +165,6 @@ def predicted_run_s(cost: StepCost, limits: ServerLimits, shared: SharedPrefix, 
     them, on a pool without the blocks held once (each request's own blocks are then exactly
     what the replay holds for it); reading the shared KV is left out, so this is a little
     short."""
-    from dataclasses import replace
-
-    from .simulate import replay
-
     warm = replay(cost, limits, Closed(1, requests=1), shared.prompt_tokens, 4).duration_s
     if not cached:
         return warm + replay(cost, limits, Burst(users), shared.prompt_tokens,

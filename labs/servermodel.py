@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from .errors import ConfigError
@@ -225,8 +225,6 @@ def with_flags(limits: ServerLimits, flags: Sequence[str]) -> ServerLimits:
     """`limits` as another profile's flags would change them (max-num-seqs, max-model-len,
     max-num-batched-tokens, num-gpu-blocks-override); what no flag names stays as it is. Lets a
     notebook predict a profile before restarting the server with it."""
-    from dataclasses import replace
-
     changes: dict[str, int] = {}
     for flag, name in (("max-num-seqs", "max_num_seqs"), ("max-model-len", "max_model_len"),
                        ("max-num-batched-tokens", "max_num_batched_tokens"),

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import pandas as pd
+
 from .analysis import find_cliff
 from .errors import ConfigError
 from .servermodel import ServerLimits, StepCost
@@ -60,8 +62,6 @@ def concurrency_levels(cost: StepCost, limits: ServerLimits, *, prompt_tokens: i
     twice max_num_seqs. The knee is `labs.analysis.find_cliff` of the predicted sweep, the
     same rule notebook 03 applies to the measured one, so the two can be compared.
     Returns (levels, predicted knee or None)."""
-    import pandas as pd
-
     cap = 2 * limits.max_num_seqs
     levels = [1]
     while levels[-1] * 2 <= cap:

@@ -9,18 +9,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
+from ..settings import Settings
 from .data import _labels, has_data, load_summary, summarize
 from .render import write_card
 
 
 def _cmd_card(args: argparse.Namespace) -> int:
-    import sys
-
-    from ..settings import Settings
-
     if args.compare:
         summaries = [load_summary(p) for p in args.compare]
         out = args.out or Settings.from_env().results_dir / "card-compare.html"

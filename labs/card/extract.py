@@ -13,6 +13,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from ..analysis import find_cliff
+from ..results import load_sweep
+
 
 def _num(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -91,10 +96,6 @@ def _batching(f: Mapping[str, Any], _runs: Path) -> tuple[dict, dict]:
 
 def _find_cliff(series: Mapping[str, list]) -> float | None:
     """Locate the cliff with the notebook's own rule when an older file did not save it."""
-    import pandas as pd
-
-    from ..analysis import find_cliff
-
     table = pd.DataFrame({k: series[k] for k in ("concurrency", "agg_tok_s", "ttft_s_p95")})
     table = table.dropna()
     if len(table) < 2:
@@ -107,7 +108,6 @@ def _kv(f: Mapping[str, Any], runs: Path) -> tuple[dict, dict]:
     ttfts = sorted(t for t in _column(_records(f, "ttft_by_request"), "ttft_s") if t is not None)
     if not ttfts and runs.exists():
         # An older or trimmed file without the per-request table: the raw records have it.
-        from ..results import load_sweep
 
         ttfts = sorted(r.ttft_s for run in load_sweep(runs) for r in run.records
                        if r.ttft_s is not None)

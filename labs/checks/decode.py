@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..ceiling import model_config, model_size
 from . import Verdict, _number, missing, report
 
 INPUTS = {"bandwidth": "bandwidth", "gb/s": "bandwidth", "memory bandwidth": "bandwidth",
@@ -95,8 +96,6 @@ def bytes_read_at_context(value: object, *, model_root: str, context_tokens: int
                           dtype: str | None = None) -> Verdict:
     """02: what one decode step of this server's model reads at `context_tokens` of context:
     the weights a step reads plus the KV cache of the whole context."""
-    from ..ceiling import model_config, model_size
-
     size = model_size(model_root, dtype=dtype)
     step = size.step_bytes or size.weight_bytes
     kv = size.kv_bytes_per_token or 0
