@@ -27,11 +27,13 @@ import os
 import struct
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .settings import Settings, gpu_present
 
 GB = 1e9  # decimal, as datasheets use
 
@@ -242,7 +244,6 @@ class ModelSize:
 
 
 def _default_models_dir() -> Path:
-    from .settings import Settings
     return Settings.from_env().models_dir
 
 
@@ -480,11 +481,10 @@ def _best_time(fn: Any, repeats: int, sync: Any = None) -> float:
 
 
 def _cuda_available() -> bool:
-    from .settings import gpu_present
     if not gpu_present():  # avoid importing torch (seconds) where no GPU can answer
         return False
     try:
-        import torch
+        import torch  # heavy: torch only to ask about CUDA
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
@@ -509,9 +509,7 @@ def measure_bandwidth(array_bytes: int = 512 * 2**20, repeats: int = 5, device: 
 
 
 def _measure_numpy(array_bytes: int, repeats: int, threads: int) -> BandwidthMeasurement:
-    from concurrent.futures import ThreadPoolExecutor
-
-    import numpy as np
+    import numpy as np  # heavy: numpy only when the CPU is measured
 
     n = array_bytes // 4
     src = np.ones(n, dtype=np.float32)
@@ -540,7 +538,7 @@ def _measure_numpy(array_bytes: int, repeats: int, threads: int) -> BandwidthMea
 
 
 def _measure_cuda(array_bytes: int, repeats: int) -> BandwidthMeasurement:
-    import torch
+    import torch  # heavy: torch only when the GPU is measured
 
     if not torch.cuda.is_available():
         raise ConfigError("device='cuda' was asked for but torch sees no CUDA GPU.")

@@ -36,7 +36,7 @@ class Connection:
 
     def openai(self, **kwargs: Any):
         """An `openai.OpenAI` client pointed at this server."""
-        from openai import OpenAI
+        from openai import OpenAI  # heavy: openai only when its SDK client is asked for
 
         return OpenAI(base_url=self.api_url, api_key=self.api_key, **kwargs)
 

@@ -52,7 +52,7 @@ async def burst_async(base_url: str, api_key: str, model: str, k: int, *,
     refused: the client raised for a 503 or 429; error: anything else), the last status,
     attempts (what the server saw from it), when each answer came back (s after the start)
     and its status, and when the request ended for its caller (done_s)."""
-    import openai
+    import openai  # heavy: openai only for the SDK's own retries
 
     requests = {i: _Request() for i in range(k)}
     start = time.perf_counter()

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -39,6 +40,10 @@ from typing import Any
 import pandas as pd
 
 from .errors import ConfigError, ServerError
+from .profiles import get_profile
+from .settings import Settings
+from .simulate import replay
+from .workload import Burst, Closed, Workload
 
 SECONDS_PER_HOUR = 3600
 HOURS_PER_MONTH = 730  # 8,760 hours a year / 12: what cloud price sheets bill a month as
@@ -399,14 +404,9 @@ def measure_cold_start(profile: str = "naive", settings: Any = None) -> tuple[
     answers), `start_to_first_token_s` (until one request's first token arrives), and
     `enforce_eager` (a start that compiles nothing). (None, []) when LABS_BASE_URL names a
     server this notebook cannot restart."""
-    import time
-
-    from . import loadgen
-    from .client import connect
-    from .profiles import get_profile
-    from .server import ensure_server, stop
-    from .settings import Settings
-    from .workload import Closed, Workload
+    from . import loadgen  # heavy: httpx only for the live cold start
+    from .client import connect  # heavy: httpx only for the live cold start
+    from .server import ensure_server, stop  # heavy: httpx only for the live cold start
 
     settings = settings or Settings.from_env()
     if settings.base_url_override:
@@ -465,9 +465,6 @@ def sweep_seconds(steps: Any, limits: Any, size: SweepSize, *, prompt_tokens: in
                   output_tokens: int) -> float:
     """The sweep's duration predicted by the calibrated replay: each level in a closed loop,
     one after the other, and the two warm-up requests sent alone before the first."""
-    from .simulate import replay
-    from .workload import Burst, Closed
-
     warm = replay(steps, limits, Burst(1), prompt_tokens, output_tokens).duration_s
     return 2 * warm + sum(replay(steps, limits, Closed(c, requests=max(c * size.rounds, 4)),
                                  prompt_tokens, output_tokens).duration_s for c in size.levels)

@@ -30,12 +30,18 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from . import article
 from .errors import ConfigError, LabsError
+from .hardware import cpu_model, cpu_signature
+from .results import load_sweep
+from .settings import Settings
+from .stepsplit import StepSplit
 from .timebudget import BUDGETS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,8 +88,6 @@ class Results:
 
     def runs(self, notebook: str) -> list[Any]:
         """The notebook's raw runs (`labs.results.RunResult`), [] when none were saved."""
-        from .results import load_sweep
-
         path = self.dir / f"{notebook}-runs.json"
         return load_sweep(path) if path.exists() else []
 
@@ -837,8 +841,6 @@ def _need(value: Any) -> Any:
 
 
 def _frame(rows: Any) -> Any:
-    import pandas as pd
-
     return pd.DataFrame(_need(rows))
 
 
@@ -847,10 +849,6 @@ def _meta(r: Results, notebook: str) -> dict[str, Any]:
 
 
 def _splits(rows: Any) -> list[Any]:
-    from dataclasses import fields
-
-    from .stepsplit import StepSplit
-
     names = {f.name for f in fields(StepSplit)}
     return [StepSplit(**{k: v for k, v in row_.items() if k in names}) for row_ in _need(rows)]
 
@@ -861,14 +859,14 @@ def _ttfts(r: Results, notebook: str) -> dict[str, list[float]]:
 
 
 def _draw_01(r: Results) -> Any:
-    from . import plots
+    from . import plots  # heavy: matplotlib only when drawing
 
     return plots.ttft_by_prompt(_frame(r.findings("01_provision").get("ttft_by_prompt_length")),
                                 _meta(r, "01_provision"))
 
 
 def _draw_02_ceiling(r: Results) -> Any:
-    from . import plots
+    from . import plots  # heavy: matplotlib only when drawing
 
     f = r.findings("02_bandwidth_ceiling")
     return plots.decode_vs_ceiling(_frame(f.get("single_stream")), _need(f.get("ceiling_tok_s")),
@@ -877,14 +875,14 @@ def _draw_02_ceiling(r: Results) -> Any:
 
 def _draw_split(notebook: str) -> Callable[[Results], Any]:
     def draw(r: Results) -> Any:
-        from . import plots
+        from . import plots  # heavy: matplotlib only when drawing
 
         return plots.step_split(_splits(r.findings(notebook).get("step_split")), _meta(r, notebook))
     return draw
 
 
 def _draw_03_sweep(r: Results) -> Any:
-    from . import plots
+    from . import plots  # heavy: matplotlib only when drawing
 
     f = r.findings("03_continuous_batching")
     return plots.batching_sweep(_frame(f.get("sweep")), _meta(r, "03_continuous_batching"),
@@ -892,7 +890,7 @@ def _draw_03_sweep(r: Results) -> Any:
 
 
 def _draw_03b(r: Results) -> Any:
-    from . import plots
+    from . import plots  # heavy: matplotlib only when drawing
 
     f = r.findings("03b_arrivals_and_goodput")
     return plots.arrivals_vs_service(_frame(f.get("arrivals")), _frame(f.get("arrivals_predicted")),
@@ -901,7 +899,7 @@ def _draw_03b(r: Results) -> Any:
 
 def _draw_staircase(notebook: str, title_: str) -> Callable[[Results], Any]:
     def draw(r: Results) -> Any:
-        from . import plots
+        from . import plots  # heavy: matplotlib only when drawing
 
         fig = plots.kv_staircase(_ttfts(r, notebook), {}, _meta(r, notebook))
         fig.axes[0].set_title(title_)
@@ -910,7 +908,7 @@ def _draw_staircase(notebook: str, title_: str) -> Callable[[Results], Any]:
 
 
 def _draw_05(r: Results) -> Any:
-    from .experiments import plot_admission
+    from .experiments import plot_admission  # heavy: matplotlib and httpx only when drawing
 
     f = r.findings("05_bounded_admission")
     table = _frame(f.get("comparison")).set_index("index")
@@ -918,7 +916,7 @@ def _draw_05(r: Results) -> Any:
 
 
 def _draw_07(r: Results) -> Any:
-    from . import plots
+    from . import plots  # heavy: matplotlib only when drawing
 
     fig = plots.batching_sweep(_frame(r.findings("07_capacity_and_cost").get("sweep")),
                                _meta(r, "07_capacity_and_cost"))
@@ -952,10 +950,10 @@ def write_references(r: Results, out_dir: Path) -> tuple[list[Path], list[str]]:
     """Redraw every reference plot into out_dir/<notebook>/; remove the ones this run could
     not draw (so no plot from an older run stays beside newer ones). Returns (changed files,
     plots not measured)."""
-    import matplotlib
+    import matplotlib  # heavy: matplotlib only when drawing
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib only when drawing
 
     changed, missing, drawn = [], [], []
     for ref in REFERENCES:
@@ -1039,16 +1037,14 @@ def write(results_dir: Path, root: Path = ROOT, solutions_dir: Path | None = Non
 
 def cpu_description() -> str:
     """The CPU the run measured on: its model name, cores and the features that matter."""
-    from .hardware import cpu_model, cpu_signature
-
     return f"{os.cpu_count()} x {cpu_model() or 'unknown CPU'} ({cpu_signature()})"
 
 
 def _execute(path: Path, cell_timeout_s: float) -> str | None:
     """Run one notebook in a fresh kernel, cell by cell, in memory (nothing is written back).
     Returns None when every cell ran, else what failed and where."""
-    import nbformat
-    from nbclient import NotebookClient
+    import nbformat  # heavy: nbformat only when notebooks are run
+    from nbclient import NotebookClient  # heavy: nbclient only when notebooks are run
 
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=cell_timeout_s, kernel_name="python3",
@@ -1071,8 +1067,7 @@ def run(scale: str, only: Sequence[str] = (), cell_timeout_s: float = 1800,
         root: Path = ROOT) -> int:
     """Execute the solution notebooks in order at `scale`, timing each; stop at the first
     failure. Writes <results>/course_run.json after every notebook."""
-    from . import server
-    from .settings import Settings
+    from . import server  # heavy: httpx only when notebooks are run
 
     os.environ["LABS_SCALE"] = scale
     os.environ["LABS_HEADLESS"] = "1"
@@ -1135,7 +1130,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.verb == "run":
             return run(args.scale, args.only, args.cell_timeout)
-        from .settings import Settings
 
         results = args.results or Settings.from_env().results_dir
         changed = write(results, args.root, plots=not args.no_plots)

@@ -90,8 +90,8 @@ def _check_disk(target_parent: Path) -> None:
 
 def _convert(source: Path, out: Path) -> None:
     """Dequantize the GGUF into a float32 Hugging Face folder (needs torch + transformers)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # heavy: torch only to convert a model
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: as torch
 
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     model = AutoModelForCausalLM.from_pretrained(

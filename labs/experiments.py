@@ -8,6 +8,8 @@ arguments; notebooks pick CI-sized or full-sized values with `labs.Settings.is_c
 from __future__ import annotations
 
 import json
+import socket
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,10 +21,14 @@ import pandas as pd
 # Pure analysis lives in labs.analysis; notebooks 03 and 03b call these two from here.
 from .analysis import find_cliff as find_cliff
 from .analysis import rate_knee as rate_knee
-from .client import Connection
+from .client import Connection, connect
 from .errors import ConfigError
 from .loadgen import run_sync, sweep
-from .results import SLO, RunResult, save_sweep, sweep_frame
+from .results import SLO, RunResult, load_sweep, save_sweep, sweep_frame
+from .server import running_server
+from .settings import Settings
+from .simulate import predict_closed, replay
+from .simulate import static_vs_continuous as replayed
 from .workload import Burst, Closed, Poisson, Shape, Workload, in_batches
 
 
@@ -134,8 +140,6 @@ def rate_sweep(conn: Connection, rates: Sequence[float], workload: Workload, *,
 def predicted_rate_sweep(cal, rates: Sequence[float], *, requests: int | Sequence[int],
                          prompt_tokens: int, max_tokens: int) -> pd.DataFrame:
     """`rate_sweep`'s table, predicted by replaying the same arrivals (the same seeds)."""
-    from .simulate import replay
-
     rows = []
     for i, (rate, n) in enumerate(zip(rates, _per_rate(requests, rates))):
         rep = replay(cal.steps, cal.limits, Poisson(rate, requests=n, seed=i),
@@ -176,8 +180,6 @@ def predicted_rate_sweep_s(cal, rates: Sequence[float], requests: int | Sequence
                            max_tokens: int) -> float:
     """Seconds `rate_sweep` is predicted to take: its rates' replays, back to back, and the
     two warm-up requests it sends alone before the first."""
-    from .simulate import replay
-
     warm = replay(cal.steps, cal.limits, Burst(1), prompt_tokens, max_tokens).duration_s
     return 2 * warm + float(predicted_rate_sweep(cal, rates, requests=requests,
                                                  prompt_tokens=prompt_tokens,
@@ -232,8 +234,6 @@ def save(name: str, findings: dict[str, object], runs: Sequence[RunResult] = (),
     """Write a notebook's findings (numbers, small tables) to `<results>/<name>.json` and its
     raw runs beside it, so a learner can compare with a neighbour's machine or re-analyse.
     """
-    from .settings import Settings
-
     out_dir = results_dir or Settings.from_env().results_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = runs[0].metadata if runs else {}
@@ -255,9 +255,6 @@ def save(name: str, findings: dict[str, object], runs: Sequence[RunResult] = (),
 def load_runs(name: str, results_dir: Path | None = None) -> Experiment:
     """The runs an earlier notebook saved with `save(name, ..., runs)`, and their table: 03b
     analyses 03's sweep request by request instead of running it again."""
-    from .results import load_sweep
-    from .settings import Settings
-
     path = (results_dir or Settings.from_env().results_dir) / f"{name}-runs.json"
     if not path.exists():
         raise ConfigError(f"{path} does not exist: run notebook {name} first (it saves its runs "
@@ -310,9 +307,9 @@ def _ms(seconds: float | None) -> float | None:
 
 def plot_admission(table: pd.DataFrame, baseline_ttft_s: float, meta: dict[str, object]):
     """p95 TTFT of served requests (against the baseline) and what was shed, per setup."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib only when plotting
 
-    from .plots import where
+    from .plots import where  # heavy: matplotlib only when plotting
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
     fig.suptitle("One overload, every setup", fontsize=12)
@@ -340,14 +337,7 @@ def run_through_gateway(max_in_flight: int, max_queue: int, shape: Shape, worklo
                         *, max_queue_wait_s: float = 30.0) -> RunResult:
     """Start a gateway with these limits in front of the running gateway profile's engine,
     on a free port, run `shape` through it, and stop it again."""
-    import socket
-    import tempfile
-
-    from . import gateway as gw
-    from .client import connect
-    from .errors import ConfigError
-    from .server import running_server
-    from .settings import Settings
+    from . import gateway as gw  # heavy: starlette and uvicorn only for a gateway run
 
     record = running_server()
     if record is None or record.engine_url is None:
@@ -394,8 +384,6 @@ def predicted_ttft_alone(cal, lengths: Sequence[float]) -> pd.DataFrame:
 def predicted_single_stream(cal, output_lengths: Sequence[int],
                             prompt_tokens: int = 32) -> pd.DataFrame:
     """One user alone: decode tok/s (1 / TPOT) at each output length, from the calibration."""
-    from .simulate import replay
-
     rows = []
     for n in output_lengths:
         req = replay(cal.steps, cal.limits, Burst(1), prompt_tokens, n).requests[0]
@@ -436,8 +424,6 @@ def scheduler_candidates(max_num_seqs: int) -> list[tuple[int, tuple[int, ...], 
 
 def predicted_schedulers_s(cal, slots: int, lengths: Sequence[int], prompt_tokens: int) -> float:
     """Seconds `static_vs_continuous` is predicted to take: both schedulers, back to back."""
-    from .simulate import static_vs_continuous as replayed
-
     both = replayed(cal.steps, cal.limits, lengths, slots, prompt_tokens=prompt_tokens)
     return both["static_s"] + both["continuous_s"]
 
@@ -457,8 +443,6 @@ def two_doublings(levels: Sequence[int], max_num_seqs: int) -> tuple[int, int, i
 def predicted_sweep(cal, levels: Sequence[int], *, max_tokens: int,
                     prompt_tokens: int, rounds: int) -> pd.DataFrame:
     """`concurrency_sweep`'s table, predicted (the same requests per level)."""
-    from .simulate import predict_closed
-
     rows = [predict_closed(cal.steps, cal.limits, [c], prompt_tokens=prompt_tokens,
                            max_tokens=max_tokens, requests_per_level=sweep_requests(c, rounds))[0]
             for c in levels]

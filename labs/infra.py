@@ -214,7 +214,7 @@ def _yaml(data: object) -> str:
 
 
 def _load(path: Path, kind: str) -> dict:
-    import yaml
+    import yaml  # optional: a test dependency, as in _yaml
 
     return next(d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] == kind)
 

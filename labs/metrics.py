@@ -572,7 +572,7 @@ class MetricsSampler:
         `t0` re-bases `t_s` on another `time.perf_counter()` origin, for when the load run
         fixed its start only after the sampler started (`perf_counter_s` is absolute).
         """
-        import pandas as pd
+        import pandas as pd  # heavy: pandas only when a frame is asked for
 
         frame = pd.DataFrame(self.rows, columns=list(SAMPLE_COLUMNS))
         if t0 is not None:
@@ -594,7 +594,7 @@ def join_to_requests(samples: Any, requests: Any, time_col: str = "sent_s", *,
     `tolerance_s` after the last one) gets NaN. The sample time comes along as
     `sample_t_s`; the rows keep their original order and index.
     """
-    import pandas as pd
+    import pandas as pd  # heavy: pandas only when a frame is asked for
 
     if time_col not in requests.columns:
         raise ConfigError(f"requests have no column {time_col!r}; columns: "

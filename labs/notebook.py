@@ -25,7 +25,7 @@ def _show(shell: Any, etype: type, value: BaseException, tb: Any,
 
 def install() -> bool:
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # optional: the gateway image has no IPython
     except ImportError:
         return False
     shell = get_ipython()

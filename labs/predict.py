@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -92,7 +93,7 @@ def prediction_table(cost: Any, limits: ServerLimits, levels: list[int], *,
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .loadgen import parse_levels
+    from .loadgen import parse_levels  # heavy: httpx only for the CLI verb
 
     levels = parse_levels(args.concurrency)
     if args.max_tokens < 1 or args.prompt_tokens < 1:
@@ -105,7 +106,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         limits = datasheet_limits(args.gpu, args.model, num_blocks=args.num_gpu_blocks)
         source = f"datasheet roofline: {args.gpu}, {args.model}"
     else:
-        from . import calibration
+        from . import calibration  # heavy: httpx only for the CLI verb
         cal = calibration.load(args.calibration)
         cost, limits = cal.steps, cal.limits
         source = f"calibration of {cal.model} on {cal.hardware}, {cal.measured_at}"
@@ -124,8 +125,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def add_cli(verbs: Any) -> None:
-    from pathlib import Path
-
     p = verbs.add_parser("predict", help="predict a `labs bench` run from the calibration "
                          "(or from a GPU's datasheet)", description=__doc__.splitlines()[0])
     p.add_argument("--concurrency", default="1,4,16,64", help="levels (default 1,4,16,64)")

@@ -14,6 +14,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from IPython.display import display
 from matplotlib.figure import Figure
 
 from .metrics import MetricsSampler
@@ -52,8 +53,7 @@ class LiveDashboard:
             self._update()
 
     def _show(self) -> None:
-        import ipywidgets as w
-        from IPython.display import display
+        import ipywidgets as w  # heavy: ipywidgets only when a widget is shown
 
         self._widgets = {
             "kv": w.FloatProgress(min=0, max=1, description="KV cache", bar_style="info"),

@@ -13,6 +13,8 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from .. import article
 from .data import has_data
 
@@ -20,7 +22,7 @@ ARTICLE_COLOR = "0.35"
 
 
 def _figure(ncols: int = 1):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: matplotlib only when a card is drawn
 
     fig = Figure(figsize=(5.2 * ncols, 3.6))
     return fig, fig.subplots(1, ncols, squeeze=False)[0]
@@ -63,8 +65,6 @@ def _plot_provision(drawn) -> Any:
 
 
 def _plot_ceiling(drawn) -> Any:
-    import numpy as np
-
     fig, (ax,) = _figure()
     names = [_short(label) for _, label, _ in drawn] + ["article (as stated)"]
     ceilings = [sec["values"].get("ceiling_tok_s") for _, _, sec in drawn] + [article.CEILING_TOK_S]
@@ -85,7 +85,7 @@ def _plot_ceiling(drawn) -> Any:
 
 
 def _log2_users(ax) -> None:
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter  # heavy: matplotlib only when a card is drawn
 
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -132,8 +132,6 @@ def _plot_kv(drawn) -> Any:
 def _bars_by_setup(ax, drawn, setups: list[str], key: str, ylabel: str,
                    ticks: list[str] | None = None) -> None:
     """One group of bars per setup (a section's `series["setup"]`), one bar per machine."""
-    import numpy as np
-
     width = 0.8 / max(len(drawn), 1)
     x = np.arange(len(setups))
     for n, (i, label, sec) in enumerate(drawn):
@@ -157,7 +155,7 @@ def _plot_admission(drawn) -> Any:
     for i, _, sec in drawn:
         if sec["values"].get("baseline_ttft_s"):
             axes[0].axhline(sec["values"]["baseline_ttft_s"], color=f"C{i}", ls="--", alpha=0.6)
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # heavy: matplotlib only when a card is drawn
 
     axes[0].set_yscale("log")
     baselines = [sec["values"]["baseline_ttft_s"] for _, _, sec in drawn

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from ..lessons.admission import misses_allowed
+from ..results import SLO
 from . import Verdict, _whole_number, report
 
 # Goodput must reach this share of what the engine completes per second when it is never
@@ -43,8 +45,6 @@ def judge_limits(max_in_flight: int, max_queue: int, *, offered: int, served: in
     so a run of 17 is not failed by one slow request), and goodput (within_slo / duration_s)
     is at least `GOODPUT_SHARE` of `engine_rps`. A wrong answer is told which one failed and
     the reason its N or M points to."""
-    from ..lessons.admission import misses_allowed
-
     target = GOODPUT_SHARE * engine_rps
     goodput = within_slo / duration_s if duration_s > 0 else 0.0
     late, allowed = served - within_slo, misses_allowed(served)
@@ -101,8 +101,7 @@ def gateway_meets_slo(max_in_flight: object, max_queue: object, shape: object,
     m = _limit("my_max_queue", max_queue, 0)
     if isinstance(m, Verdict):
         return report(m)
-    from ..experiments import run_through_gateway
-    from ..results import SLO
+    from ..experiments import run_through_gateway  # heavy: httpx, not for the checks
 
     slo = SLO(ttft_s=slo_ttft_s)
     run = run_through_gateway(n, m, shape, workload,  # type: ignore[arg-type]  # the notebook's Shape and Workload, typed object here
