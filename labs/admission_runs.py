@@ -25,7 +25,7 @@ from .results import SLO, percentile
 from .server import ensure_server, running_server
 from .servermodel import ServerLimits, with_flags
 from .settings import Settings
-from .simulate import SimRequest, _check, _Engine, replay  # _Engine, _check: the replay's own
+from .simulate import Engine, SimRequest, check_request, replay, take_step
 from .tables import show
 from .workload import Burst, Closed, Poisson, Workload
 
@@ -173,11 +173,11 @@ def predict_gateway(cost: Any, limits: ServerLimits, shape: Any, prompt_tokens: 
     N over max_num_seqs puts the rest in the engine's own queue, as on a real server."""
     if max_in_flight < 1 or max_queue < 0:
         raise ConfigError("a gateway needs N >= 1 slots and a queue of M >= 0.")
-    _check(limits, prompt_tokens, max_tokens)
+    check_request(limits, prompt_tokens, max_tokens)
     half = getattr(cost, "request_overhead_s", 0.0) / 2
     arrivals = deque(float(t) for t in shape.arrival_times_s())
     offered, first = len(arrivals), (arrivals[0] if arrivals else 0.0)
-    engine, waiting = _Engine(limits), deque[SimRequest]()
+    engine, waiting = Engine(limits), deque[SimRequest]()
     served: list[SimRequest] = []
     refused: list[float] = []  # when each refusal was sent
     in_flight, now = 0, 0.0
@@ -199,31 +199,20 @@ def predict_gateway(cost: Any, limits: ServerLimits, shape: Any, prompt_tokens: 
                 refused.append(req.arrival_s)
         while waiting and waiting[0].arrival_s + max_queue_wait_s <= now:
             refused.append(waiting.popleft().arrival_s + max_queue_wait_s)
-        plan = engine.step()
-        if not plan:
+        taken = take_step(engine, cost, now, half)  # the same step as every replay's
+        if taken is None:
             pending = ([arrivals[0] + half] if arrivals else []) + \
                 ([waiting[0].arrival_s + max_queue_wait_s] if waiting else [])
             if not pending:
                 break
             now = max(now, min(pending))
             continue
-        decoding = [req for req, _ in plan if not req.prefilling]
-        chunks = [(req.kv_tokens, n) for req, n in plan if req.prefilling]
-        now += cost.step_s(len(decoding), sum(r.kv_tokens for r in decoding),
-                           sum(n for _, n in chunks), sum(n * k + n * n / 2 for k, n in chunks))
-        for req, n in plan:
-            req.kv_tokens += n
-            if req.prefilling:
-                continue
-            req.generated += 1
-            if req.first_token_s is None:
-                req.first_token_s = now + half
-            if req.generated >= req.max_tokens:
-                req.end_s = now + half
-                engine.finish(req)
-                in_flight -= 1
-                if waiting:
-                    admit(waiting.popleft())
+        trace, finished = taken
+        now = trace.start_s + trace.duration_s
+        for _ in finished:  # each slot that frees goes to the head of the gateway's queue
+            in_flight -= 1
+            if waiting:
+                admit(waiting.popleft())
     ends = [r.end_s for r in served if r.end_s is not None] + refused
     return GatewayForecast(offered, tuple(r.ttft_s for r in served if r.ttft_s is not None),
                            tuple(r.e2e_s for r in served if r.e2e_s is not None),

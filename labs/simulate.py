@@ -127,7 +127,8 @@ class Replay:
         }
 
 
-def _check(limits: ServerLimits, prompt_tokens: int, max_tokens: int) -> None:
+def check_request(limits: ServerLimits, prompt_tokens: int, max_tokens: int) -> None:
+    """Refuse a request vLLM would refuse, or one the pool cannot hold at all."""
     if prompt_tokens < 1 or max_tokens < 1:
         raise ConfigError("prompt_tokens and max_tokens must be at least 1.")
     if prompt_tokens + max_tokens > limits.max_model_len:
@@ -139,7 +140,10 @@ def _check(limits: ServerLimits, prompt_tokens: int, max_tokens: int) -> None:
                           f"than the whole KV pool ({limits.pool_tokens} tokens).")
 
 
-class _Engine:
+class Engine:
+    """vLLM V1's scheduler over one KV pool: who runs, who waits, who is preempted. `step`
+    plans a step; `take_step` times it and moves its requests on. Every replay drives one."""
+
     def __init__(self, limits: ServerLimits) -> None:
         self.limits = limits
         self.waiting: deque[SimRequest] = deque()
@@ -220,6 +224,37 @@ class _Engine:
         self._release(req)
 
 
+def take_step(engine: Engine, cost: StepCost, now: float,
+              half_overhead: float) -> tuple[StepTrace, list[SimRequest]] | None:
+    """One step of `engine` at `now`: planned, timed on `cost`, and every planned request moved
+    on (first tokens and ends stamped `half_overhead` after the step: the client's half of a
+    request's overhead). The step's trace and the requests it finished; None when nothing
+    could be scheduled. The one step loop of every replay (`replay`, the gateway's)."""
+    plan = engine.step()
+    if not plan:
+        return None
+    decoding = [req for req, _ in plan if not req.prefilling]
+    chunks = [(req.kv_tokens, n) for req, n in plan if req.prefilling]
+    prefill = sum(n for _, n in chunks)
+    duration = cost.step_s(len(decoding), sum(req.kv_tokens for req in decoding), prefill,
+                           sum(n * k + n * n / 2 for k, n in chunks))
+    trace = StepTrace(now, duration, len(engine.running), len(engine.waiting), len(decoding),
+                      prefill, engine.limits.num_blocks - engine.free_blocks)
+    end, finished = now + duration, []
+    for req, n in plan:
+        req.kv_tokens += n
+        if req.prefilling:
+            continue  # more chunks of this prompt to go
+        req.generated += 1
+        if req.first_token_s is None:
+            req.first_token_s = end + half_overhead
+        if req.generated >= req.max_tokens:
+            req.end_s = end + half_overhead
+            engine.finish(req)
+            finished.append(req)
+    return trace, finished
+
+
 def replay(cost: StepCost, limits: ServerLimits, shape: Shape, prompt_tokens: int,
            max_tokens: int | Sequence[int], *, seed: int = 0,
            in_order: bool = False) -> Replay:
@@ -227,7 +262,7 @@ def replay(cost: StepCost, limits: ServerLimits, shape: Shape, prompt_tokens: in
     length, or several drawn at random (`seed`) or handed out in order (`in_order`)."""
     outs = [max_tokens] if isinstance(max_tokens, int) else list(max_tokens)
     for out in outs:
-        _check(limits, prompt_tokens, out)
+        check_request(limits, prompt_tokens, out)
     rng = np.random.default_rng(seed)
     handed = itertools.cycle(outs)
 
@@ -255,7 +290,7 @@ def replay(cost: StepCost, limits: ServerLimits, shape: Shape, prompt_tokens: in
         raise ConfigError(f"cannot replay {shape!r}")
     heapq.heapify(arrivals)
     issued = len(arrivals)
-    engine = _Engine(limits)
+    engine = Engine(limits)
     requests: list[SimRequest] = []
     steps: list[StepTrace] = []
     now = 0.0
@@ -265,33 +300,20 @@ def replay(cost: StepCost, limits: ServerLimits, shape: Shape, prompt_tokens: in
             req = SimRequest(i, t, prompt_tokens, out_len(), user=user)
             requests.append(req)
             engine.waiting.append(req)
-        plan = engine.step()
-        if not plan:
+        taken = take_step(engine, cost, now, overhead / 2)
+        if taken is None:
             if not arrivals:
                 break
             now = max(now, arrivals[0][0] + overhead / 2)
             continue
-        decoding = [req for req, _ in plan if not req.prefilling]
-        chunks = [(req.kv_tokens, n) for req, n in plan if req.prefilling]
-        prefill = sum(n for _, n in chunks)
-        duration = cost.step_s(len(decoding), sum(req.kv_tokens for req in decoding), prefill,
-                               sum(n * k + n * n / 2 for k, n in chunks))
-        steps.append(StepTrace(now, duration, len(engine.running), len(engine.waiting),
-                               len(decoding), prefill, limits.num_blocks - engine.free_blocks))
-        now += duration
-        for req, n in plan:
-            req.kv_tokens += n
-            if req.prefilling:
-                continue  # more chunks of this prompt to go
-            req.generated += 1
-            if req.first_token_s is None:
-                req.first_token_s = now + overhead / 2
-            if req.generated >= req.max_tokens:
-                req.end_s = now + overhead / 2
-                engine.finish(req)
-                if closed and issued < total:
-                    heapq.heappush(arrivals, (req.end_s, issued, req.user))
-                    issued += 1
+        trace, finished = taken
+        steps.append(trace)
+        now = trace.start_s + trace.duration_s
+        for req in finished:
+            if closed and issued < total:
+                assert req.end_s is not None
+                heapq.heappush(arrivals, (req.end_s, issued, req.user))
+                issued += 1
     else:
         raise ConfigError("the replay did not finish; is the workload far too large?")
     return Replay(requests, steps, engine.preemptions)

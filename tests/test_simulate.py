@@ -91,3 +91,21 @@ def test_poisson_arrivals_are_the_load_generators_own_schedule():
 def test_a_request_that_cannot_fit_is_refused_before_replaying():
     with pytest.raises(ConfigError, match="max_model_len"):
         simulate.replay(FAST_CPU, CPU_BOUNDED, Closed(1, requests=1), 1250, 64)
+
+
+def test_a_gateway_that_admits_everyone_is_the_engine_alone() -> None:
+    """One step loop (`simulate.take_step`) under both replays: with N above every request and
+    nothing refused, 05's gateway replay is the plain replay, request for request."""
+    from labs import admission_runs
+    from labs.workload import Poisson
+
+    shape = Poisson(4.0, duration_s=10, seed=2)
+    alone = simulate.replay(FAST_CPU, CPU_BOUNDED, shape, 128, 32)
+    gateway = admission_runs.predict_gateway(FAST_CPU, CPU_BOUNDED, shape, 128, 32,
+                                             max_in_flight=10_000, max_queue=0)
+    assert gateway.offered == len(alone.requests) > 10
+    assert gateway.ttft_s == tuple(r.ttft_s for r in alone.requests)
+    assert gateway.e2e_s == tuple(r.e2e_s for r in alone.requests)
+    narrow = admission_runs.predict_gateway(FAST_CPU, CPU_BOUNDED, shape, 128, 32,
+                                            max_in_flight=1, max_queue=0)
+    assert len(narrow.ttft_s) < gateway.offered  # and the gateway does decide: N=1 sheds
