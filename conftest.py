@@ -47,14 +47,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
-    # Browser tests right after solutions/04: their dashboard sends the burst 04 saved to the
-    # small-pool server 04 leaves running, and 05 starts on that server too; anywhere else
-    # they would cost two restarts. Without the notebooks collected, they run last.
+    # Right after solutions/04, on the small-pool server it leaves: the browser tests (their
+    # dashboard sends the burst 04 saved), then 06 (its prefix-cache profile is that engine,
+    # labs.profiles.same_engine), then 05, which starts on it too. In notebook order 06 would
+    # follow 05's gateway server and cost a restart; the browser tests anywhere else, two.
+    # Without the notebooks collected, the browser tests run last.
     browser = [item for item in items if item.get_closest_marker("browser") is not None]
-    rest = [item for item in items if item.get_closest_marker("browser") is None]
+    prefix = [item for item in items if item.path.name == "06_prefix_caching.ipynb"]
+    rest = [item for item in items if item not in browser and item not in prefix]
     at = next((n + 1 for n, item in enumerate(rest)
                if item.path.name == "04_kv_cache_exhaustion.ipynb"), len(rest))
-    items[:] = rest[:at] + browser + rest[at:]
+    items[:] = rest[:at] + browser + prefix + rest[at:]
 
 
 def _needs_server(item: pytest.Item) -> bool:

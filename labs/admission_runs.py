@@ -123,15 +123,32 @@ def burst_table(runs: dict[str, tuple[Any, Any]]) -> Any:
 # --------------------------------------------------------------------------------------------
 # The overload: setups, a gateway predicted, runs sized to the notebook's time budget
 
-# label -> profile, in the order the notebook runs them (c') is `bounded` plus
-# --max-num-queued-tokens, which the notebook derives from the SLO once it has measured it)
-SETUPS: dict[str, str] = {
-    "a) naive": "kv-pressure",
-    "b) engine caps": "bounded",
-    "c) vLLM queue cap": "engine-queue",
-    "c') vLLM token cap": "bounded",
-    "d) gateway": "gateway",
+@dataclass(frozen=True)
+class Setup:
+    """One setup of the overload: `profile` is the one whose limits it has (and the model
+    predicts it with); `server` the profile started to run it. (b) is the bounded engine
+    behind the `gateway` profile, reached directly (`engine_connection`): that engine *is*
+    the `bounded` profile, so (b) and (d) share one start."""
+
+    profile: str
+    server: str
+    direct: bool = False
+
+
+# label -> setup, in the order the tables show them
+SETUPS: dict[str, Setup] = {
+    "a) naive": Setup("kv-pressure", "kv-pressure"),
+    "b) engine caps": Setup("bounded", "gateway", direct=True),
+    "c) vLLM queue cap": Setup("engine-queue", "engine-queue"),
+    # `bounded` plus --max-num-queued-tokens, which the notebook derives from the SLO
+    "c') vLLM token cap": Setup("bounded", "bounded"),
+    "d) gateway": Setup("gateway", "gateway"),
 }
+# The order they run in: a) on the server 04 left; c) measures the baseline (a lone request
+# never meets its queue cap, so it is the bounded engine's); b) and d) on one server last,
+# which the closing runs reuse. Four engine starts in all, not five.
+RUN_ORDER = ("a) naive", "c) vLLM queue cap", "c') vLLM token cap", "b) engine caps",
+             "d) gateway")
 # Request counts the overload may have, smallest first; `plan_overload` adds 3 x slots, the
 # least `labs.sizing.overload` allows (a backlog smaller than the engine's slots would run,
 # not wait), and keeps those above it.
@@ -304,14 +321,21 @@ def capacity_seconds(cost: Any, limits: ServerLimits, slots: int, prompt_tokens:
     return run.duration_s + _alone_ttft_s(cost, limits, prompt_tokens, max_tokens)
 
 
-def run_overload(label: str, profile: str, shape: Any, workload: Any, budget: Any,
-                 predicted_s: float, *, extra_flags: tuple[str, ...] = ()) -> Any:
-    """One setup of the overload: its engine started (or reused), `shape` sent, the run timed
-    against its prediction (the restart is not counted: the notebook does not choose it)."""
-    ensure_server(profile, extra_flags=extra_flags)
-    conn = connect()
+def run_overload(label: str, shape: Any, workload: Any, budget: Any, predicted_s: float, *,
+                 extra_flags: tuple[str, ...] = ()) -> Any:
+    """One setup of the overload (`SETUPS[label]`): its server started (or reused), `shape`
+    sent, the run timed against its prediction (the restart is not counted: the notebook
+    does not choose it)."""
+    setup = SETUPS[label]
+    ensure_server(setup.server, extra_flags=extra_flags)
+    conn = engine_connection() if setup.direct else connect()
     with budget.timed(label, predicted_s):
         return run_sync(shape, workload, conn=conn, warmup=1, progress=False, label=label)
+
+
+def in_table_order(results: dict[str, Any]) -> dict[str, Any]:
+    """The runs, ordered as `SETUPS` (they ran in `RUN_ORDER`)."""
+    return {label: results[label] for label in SETUPS if label in results}
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,7 +451,8 @@ def too_long_table(records: dict[str, Any], limits: ServerLimits,
 
 
 __all__ = ["closing_burst", "caps_against_pool", "engine_connection", "run_burst", "too_long",
-           "burst_table", "TOO_LONG", "SETUPS", "GatewayForecast", "predict_gateway",
+           "burst_table", "TOO_LONG", "Setup", "SETUPS", "RUN_ORDER", "in_table_order",
+           "GatewayForecast", "predict_gateway",
            "predict_setups", "overload_seconds", "overload_candidates", "plan_overload",
            "capacity_seconds", "run_overload", "gateway_slots", "profile_limits",
            "profiles_table", "overload_table", "predicted_table", "model_check",

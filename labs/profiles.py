@@ -137,6 +137,23 @@ def get_profile(name: str) -> Profile:
         raise ConfigError(f"unknown profile {name!r}; valid profiles: {valid}.") from None
 
 
+# Flags that only say vLLM's default out loud (prefix caching is on in vLLM 0.32 unless a
+# platform turns it off): an engine started without them is the same engine.
+VLLM_DEFAULT_FLAGS: frozenset[str] = frozenset({"--enable-prefix-caching"})
+
+
+def same_engine(profile: str, extra_flags: Sequence[str], other: str,
+                other_extra_flags: Sequence[str], backend: str) -> bool:
+    """Whether two setups run the same engine with the same gateway in front, so a server
+    started for one serves the other without a restart (06's `prefix-cache` on the
+    `kv-pressure` server 04 leaves, say: ~30 s a start on the CPU is course time)."""
+    def engine(name: str, extra: Sequence[str]) -> frozenset[str]:
+        return frozenset((*get_profile(name).flags(backend), *extra)) - VLLM_DEFAULT_FLAGS
+
+    return (engine(profile, extra_flags) == engine(other, other_extra_flags)
+            and get_profile(profile).gateway(backend) == get_profile(other).gateway(backend))
+
+
 @overload
 def flag_value(flags: Sequence[str], name: str, *, required: Literal[True]) -> str: ...
 @overload

@@ -49,7 +49,7 @@ from .commands import (
 )
 from .errors import ConfigError, ServerAlreadyRunning
 from .processes import spawn_logged
-from .profiles import DEFAULT_PROFILE, get_profile
+from .profiles import DEFAULT_PROFILE, get_profile, same_engine
 from .settings import Settings
 from .startup import (
     check_port_free,
@@ -428,7 +428,11 @@ def ensure_server(profile: str = DEFAULT_PROFILE, settings: Settings | None = No
     with start_lock(settings):  # a second notebook starting now waits, then reuses
         wanted = setup_name(profile, extra_flags)
         record = running_server(settings)
-        if record and record.setup == wanted and record.engine_running():
+        if record and record.engine_running() and (record.setup == wanted or same_engine(
+                record.profile, record.extra_flags, profile, extra_flags, record.backend)):
+            if record.setup != wanted:
+                print(f"reusing the {record.setup!r} server (pid {record.pid}) for {wanted!r}: "
+                      "the same engine flags", file=sys.stderr)
             return record
         if record:
             print(f"stopping the {record.setup!r} server (pid {record.pid}) to start "

@@ -183,3 +183,45 @@ def for_notebook(notebook: str, settings: Settings | None = None) -> NotebookBud
     print(f"compute budget: {nb.total_s:.0f} s at {scale} size "
           f"(CI {budget.ci_s:.0f} s, full {budget.full_s:.0f} s)")
     return nb
+
+
+# --------------------------------------------------------------------------------------------
+# make test, planned
+
+# The course's goal for `make test`'s pytest time on the slowest CPU it has met (15 min better).
+MAKE_TEST_GOAL_S = 20 * 60
+# The engine starts of one `make test`, in the order its tests and notebooks need them
+# (conftest.py orders 06 and the browser tests onto 04's server): naive (the tests, 00-04),
+# kv-pressure (04, the browser tests, 06, 05's a), engine-queue, bounded with 05's token cap,
+# gateway (05's b, d and closing runs), naive again (07's cold start, which is its lesson).
+MAKE_TEST_ENGINE_STARTS = 6
+
+
+@dataclass(frozen=True)
+class MakeTestPlan:
+    """`make test`'s pytest time on one machine, planned. Only the notebooks' sized runs
+    have a calibrated prediction (`runs_s`: each notebook's planned seconds on the machine's
+    calibration). Engine starts and the rest (unit tests, notebook kernels, imports and
+    plots, the live gateway and browser tests) no calibration predicts: they are taken from
+    a measured run (`start_s`, `rest_s`) and multiplied by how much slower the machine is at
+    plain Python work (`slowdown`)."""
+
+    runs_s: dict[str, float]
+    start_s: float
+    rest_s: float
+    slowdown: float = 1.0
+    engine_starts: int = MAKE_TEST_ENGINE_STARTS
+
+    @property
+    def fixed_s(self) -> float:
+        return self.slowdown * (self.engine_starts * self.start_s + self.rest_s)
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.runs_s.values()) + self.fixed_s
+
+    def describe(self) -> str:
+        runs = ", ".join(f"{name.split('_')[0]} {s:.0f}" for name, s in self.runs_s.items())
+        return (f"make test planned {self.total_s / 60:.1f} min: runs {sum(self.runs_s.values()):.0f} s "
+                f"({runs}) + {self.engine_starts} starts x {self.start_s:.0f} s + rest "
+                f"{self.rest_s:.0f} s, x {self.slowdown:g}")

@@ -100,3 +100,21 @@ def test_one_flag_reader_says_what_an_absent_flag_means() -> None:
         flag_value(flags, "max-num-queued-reqs", required=True)
     with pytest.raises(ValueError, match="without its dashes"):
         flag_value(flags, "--max-num-seqs")
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_a_flag_that_states_vllms_default_is_the_same_engine(backend: str) -> None:
+    """06's prefix-cache server is the one 04 left (kv-pressure): caching is vLLM's default."""
+    same = labs.profiles.same_engine
+    if backend == "cpu":
+        assert same("kv-pressure", (), "prefix-cache", (), backend)
+    else:  # on the GPU prefix-cache is naive plus the flag
+        assert same("naive", (), "prefix-cache", (), backend)
+    assert not same("kv-pressure", (), "no-prefix-cache", (), backend)
+    assert not same("kv-pressure", (), "kv-pressure", ("--max-num-seqs=4",), backend)
+
+
+def test_an_engine_with_a_gateway_in_front_is_not_the_bare_engine() -> None:
+    """gateway's engine has bounded's flags, but its port answers through the gateway."""
+    assert PROFILES["gateway"].flags("cpu") == PROFILES["bounded"].flags("cpu")
+    assert not labs.profiles.same_engine("bounded", (), "gateway", (), "cpu")
