@@ -222,6 +222,6 @@ class MakeTestPlan:
 
     def describe(self) -> str:
         runs = ", ".join(f"{name.split('_')[0]} {s:.0f}" for name, s in self.runs_s.items())
-        return (f"make test planned {self.total_s / 60:.1f} min: runs {sum(self.runs_s.values()):.0f} s "
-                f"({runs}) + {self.engine_starts} starts x {self.start_s:.0f} s + rest "
-                f"{self.rest_s:.0f} s, x {self.slowdown:g}")
+        return (f"make test planned {self.total_s / 60:.1f} min: runs "
+                f"{sum(self.runs_s.values()):.0f} s ({runs}) + {self.engine_starts} starts x "
+                f"{self.start_s:.0f} s + rest {self.rest_s:.0f} s, x {self.slowdown:g}")
