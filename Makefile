@@ -34,11 +34,11 @@ status:
 	@$(PY) -m labs status
 
 notebooks:
-	$(PY) -m labs.exercises
+	$(PY) -m labs.course.exercises
 
 clean: stop
 	rm -rf $(VENV) .pytest_cache
 
 .PHONY: docs
-docs:  # the README's and the guides' numbers and docs/reference/ from results/ (python -m labs.coursedocs run makes them)
-	$(PY) -m labs.coursedocs write
+docs:  # the README's and the guides' numbers and docs/reference/ from results/ (python -m labs.course.coursedocs run makes them)
+	$(PY) -m labs.course.coursedocs write

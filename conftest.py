@@ -22,11 +22,11 @@ os.environ["LABS_STRICT_CHECKS"] = "1"
 # Nobody watches a notebook under nbmake: no live widgets, static plots only.
 os.environ["LABS_HEADLESS"] = "1"
 # This session owns every server its tests and notebooks start: a watchdog stops them if the
-# session is killed (labs.processes), so a cancelled CI job leaves nothing running.
+# session is killed (labs.serving.processes), so a cancelled CI job leaves nothing running.
 os.environ["LABS_OWNER_PID"] = str(os.getpid())
 
 import labs  # noqa: E402  (after LABS_PORT is set)
-from labs import server as _server  # noqa: E402
+from labs.serving import server as _server  # noqa: E402
 
 _live: labs.VLLMServer | None = None
 
@@ -49,7 +49,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                                   items: list[pytest.Item]) -> None:
     # Right after solutions/04, on the small-pool server it leaves: the browser tests (their
     # dashboard sends the burst 04 saved), then 06 (its prefix-cache profile is that engine,
-    # labs.profiles.same_engine), then 05, which starts on it too. In notebook order 06 would
+    # labs.serving.profiles.same_engine), then 05, which starts on it too. In notebook order 06 would
     # follow 05's gateway server and cost a restart; the browser tests anywhere else, two.
     # Without the notebooks collected, the browser tests run last.
     browser = [item for item in items if item.get_closest_marker("browser") is not None]

@@ -110,7 +110,7 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 def _measure(port: int, concurrency: int, requests: int, tokens: int) -> dict:
-    from labs.loadgen import run_sync
+    from labs.load.loadgen import run_sync
     from labs.workload import Closed, Workload
 
     started = time.process_time()

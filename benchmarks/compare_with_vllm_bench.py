@@ -24,7 +24,7 @@ import statistics
 import sys
 
 import labs
-from labs import loadgen
+from labs.load import loadgen
 
 
 def run_labs(conn: labs.Connection, concurrency: int, prompts: int, inp: int, out: int) -> dict:

@@ -142,7 +142,7 @@ def start_stub(ttft_s: float, itl_s: float) -> tuple[subprocess.Popen[bytes], st
     """The stub in a subprocess (its own core's worth of Python, like a real server)."""
     import httpx
 
-    from labs.server import free_port
+    from labs.serving.server import free_port
 
     port = free_port()
     proc = subprocess.Popen(
@@ -216,7 +216,7 @@ def behind_gateway(args: argparse.Namespace, make_config: Callable[[str], Any],
     """The upstream (--stub, --upstream or the live server) and `python -m labs.gateway`
     in front of it (configured by `make_config(upstream_url)`); both stopped on the way out."""
     from labs.gateway import start_gateway_process, stop_gateway_process, wait_gateway_healthy
-    from labs.server import free_port
+    from labs.serving.server import free_port
 
     stub = gateway = None
     try:
@@ -242,7 +242,7 @@ def behind_gateway(args: argparse.Namespace, make_config: Callable[[str], Any],
 
 
 def _p50_ms(values: list[float]) -> float | None:
-    from labs.results import percentile
+    from labs.results.records import percentile
 
     p = percentile(values, 50)
     return None if p is None else p * 1000
@@ -254,7 +254,7 @@ def _fmt(ms: float | None) -> str:
 
 def measure(upstream: Upstream, gateway_url: str, requests: int, max_tokens: int,
             rounds: int, warmup: int) -> dict[str, list[float]]:
-    from labs import loadgen
+    from labs.load import loadgen
     from labs.workload import Closed, Workload
 
     workload = Workload(max_tokens=max_tokens)  # a one-line prompt: the hop, not prefill

@@ -14,7 +14,7 @@ the server, measures what it can serve (p50 end-to-end at `max_in_flight` users,
     python benchmarks/gateway_overload.py                 # the live server, 60 s
     python benchmarks/gateway_overload.py --stub --duration-s 10
 
-Send lag (how late the client sent, `labs.results`) is printed too: if it is large, the
+Send lag (how late the client sent, `labs.results.records`) is printed too: if it is large, the
 client could not keep up and offered less than asked; the gateway's figures still hold.
 A benchmark, not a test: it prints numbers and passes or fails nothing.
 """
@@ -53,7 +53,7 @@ def _ms(seconds: float | None) -> str:
 def capacity_rps(upstream: Upstream, gateway_url: str, max_in_flight: int,
                  max_tokens: int) -> float:
     """What the gateway lets through at saturation: max_in_flight / p50 end-to-end."""
-    from labs import loadgen
+    from labs.load import loadgen
     from labs.workload import Closed, Workload
 
     result = loadgen.run_sync(Closed(max_in_flight, requests=4 * max_in_flight),
@@ -72,10 +72,10 @@ def offer(base_url: str, api_key: str | None, model: str | None, rate_rps: float
           timeout_s: float) -> list[dict[str, Any]]:
     """One client process's share of the load: its records, as dicts (they cross processes).
 
-    loadgen's own connections: one per request in flight (labs.connections), so a client
+    loadgen's own connections: one per request in flight (labs.load.pool), so a client
     with hundreds of open connections never scans them all for each request.
     """
-    from labs import loadgen
+    from labs.load import loadgen
     from labs.workload import Poisson, Workload
 
     async def go() -> list[dict[str, Any]]:
@@ -91,7 +91,7 @@ def offer(base_url: str, api_key: str | None, model: str | None, rate_rps: float
 def offer_from(processes: int, **kwargs: Any) -> list[Any]:
     """The load from `processes` client processes at once, each a share of the rate (one
     Python client tops out at a few hundred requests/s; past that it measures itself)."""
-    from labs.results import RequestRecord
+    from labs.results.records import RequestRecord
 
     if processes == 1:
         return [RequestRecord.from_dict(r) for r in offer(**kwargs)]
@@ -113,7 +113,7 @@ def cpu_s(pid: int) -> float | None:
 
 
 def gateway_counters(gateway_url: str) -> dict[str, float]:
-    from labs.metrics import Snapshot
+    from labs.observe.metrics import Snapshot
 
     snap = Snapshot.parse(httpx.get(gateway_url + "/metrics", timeout=10).text)
     out = {"admitted": snap.value("gateway_admitted_total") or 0.0,
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from labs.gateway import GatewayConfig
-    from labs.results import summarize
+    from labs.results.records import summarize
 
     def config(upstream: str) -> GatewayConfig:
         return GatewayConfig(upstream, max_in_flight=args.max_in_flight,

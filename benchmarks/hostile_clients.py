@@ -122,7 +122,7 @@ class Gateway:
         return httpx.get(self.url + "/health", timeout=10).json()
 
     def metrics(self) -> Any:
-        from labs.metrics import Snapshot
+        from labs.observe.metrics import Snapshot
 
         return Snapshot.parse(httpx.get(self.url + "/metrics", timeout=10).text)
 
@@ -534,7 +534,7 @@ def drain_with_a_waiter(upstream: str | None, key: str, model: str) -> Case:
     if upstream is None:
         return Case(name, expected, {}, [], True, "skipped: pass --upstream (the engine)")
     from labs import gateway as lg
-    from labs.server import free_port
+    from labs.serving.server import free_port
 
     port = free_port()
     config = lg.GatewayConfig(upstream=upstream, max_in_flight=1, max_queue=1,

@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 import labs
-from labs import calibration, experiments
-from labs.loadgen import parse_levels, sweep
-from labs.predict import prediction_table
-from labs.results import sweep_frame
+from labs.model import calibration
+from labs.course import experiments
+from labs.load.loadgen import parse_levels, sweep
+from labs.model.predict import prediction_table
+from labs.results.records import sweep_frame
 
 COLUMNS = ["agg_tok_s", "per_user_tok_s", "ttft_s_p50"]
 

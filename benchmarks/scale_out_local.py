@@ -34,8 +34,9 @@ from typing import Any, Iterator
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from labs import embedded, loadgen, processes, server  # noqa: E402
-from labs.profiles import get_profile  # noqa: E402
+from labs.serving import cpu_model, processes, server  # noqa: E402
+from labs.load import loadgen
+from labs.serving.profiles import get_profile  # noqa: E402
 from labs.settings import Settings  # noqa: E402
 from labs.workload import Closed, Workload  # noqa: E402
 
@@ -44,7 +45,7 @@ from labs.workload import Closed, Workload  # noqa: E402
 def engine(settings: Settings, port: int, cpus: str, log_dir: Path) -> Iterator[str]:
     """A naive-profile vLLM engine on `port`, its OpenMP threads bound to `cpus`."""
     s = replace(settings, port=port)
-    model = str(embedded.ensure_model(s.models_dir))
+    model = str(cpu_model.ensure_model(s.models_dir))
     env = server.engine_env(s)
     env["VLLM_CPU_OMP_THREADS_BIND"] = cpus
     log = log_dir / f"engine-{port}.log"
@@ -109,7 +110,7 @@ def main() -> int:
               "first (`python -m labs stop`)", file=sys.stderr)
         return 2
     settings = Settings.from_env()
-    model = embedded.MODEL_NAME
+    model = cpu_model.MODEL_NAME
     cores = sorted(os.sched_getaffinity(0))
     log_dir = settings.run_dir.parent / "scale-out"
     log_dir.mkdir(parents=True, exist_ok=True)

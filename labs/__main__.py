@@ -12,16 +12,16 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from . import embedded, server
-from .calibration import add_cli as _add_calibrate_cli
 from .card import add_cli as _add_card_cli
-from .ceiling import add_cli as _add_ceiling_cli
-from .cluster import add_cli as _add_cluster_cli
+from .deploy.cluster import add_cli as _add_cluster_cli
+from .deploy.manifests import add_cli as _add_infra_cli
 from .errors import LabsError
-from .infra import add_cli as _add_infra_cli
-from .loadgen import add_cli as _add_bench_cli
-from .predict import add_cli as _add_predict_cli
-from .profiles import DEFAULT_PROFILE, PROFILES, get_profile
+from .load.loadgen import add_cli as _add_bench_cli
+from .model.calibration import add_cli as _add_calibrate_cli
+from .model.ceiling import add_cli as _add_ceiling_cli
+from .model.predict import add_cli as _add_predict_cli
+from .serving import cpu_model, server
+from .serving.profiles import DEFAULT_PROFILE, PROFILES, get_profile
 from .settings import Settings
 
 
@@ -64,7 +64,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     else:
         record = started = server.serve(args.profile, owner_pid=os.getpid())
     # Servers the notebooks start (ensure_server) belong to this command too: a watchdog
-    # stops them when it ends, even killed (labs.processes).
+    # stops them when it ends, even killed (labs.serving.processes).
     os.environ[server.OWNER_ENV] = str(os.getpid())
     print(f"lab: vLLM at {record.api_url} (log {record.log_path}); opening JupyterLab. "
           "Ctrl-C here stops both.", file=sys.stderr)
@@ -82,7 +82,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _cmd_model(args: argparse.Namespace) -> int:
-    folder = embedded.ensure_model(Settings.from_env().models_dir,
+    folder = cpu_model.ensure_model(Settings.from_env().models_dir,
                                    log=lambda line: print(line, file=sys.stderr))
     print(folder)
     return 0

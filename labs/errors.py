@@ -2,7 +2,7 @@
 
 Every failure a learner can meet is raised as a subclass of `LabsError` whose message is one
 sentence saying what happened and what to do. The CLI prints that sentence and exits 1; a
-notebook shows it without a wall of traceback (see `labs.notebook`).
+notebook shows it without a wall of traceback (see `labs.course.notebook`).
 
     LabsError
     ├── ConfigError            bad setting: unknown profile, bad number, unknown GPU

@@ -3,7 +3,7 @@
 
 Three readers use it: a run's metadata (`describe_hardware`, via `labs.loadgen`), a
 calibration's key (`cpu_signature`: two "AMD EPYC" with different vector units must not share
-one) and the docs' CPU line (`labs.coursedocs.cpu_description`). Imports nothing but the
+one) and the docs' CPU line (`labs.course.coursedocs.cpu_description`). Imports nothing but the
 standard library and `labs.settings`.
 """
 

@@ -11,7 +11,7 @@ FAST_CPU and SLOW_CPU, with the CPU profiles' limits and the article card's pool
 
 from __future__ import annotations
 
-from labs.servermodel import LinearSteps, ServerLimits
+from labs.model.steps import LinearSteps, ServerLimits
 
 NAIVE = ServerLimits(num_blocks=364, block_size=128, max_model_len=8192, max_num_seqs=128,
                      max_num_batched_tokens=2048)

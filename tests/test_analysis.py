@@ -1,4 +1,4 @@
-"""labs.analysis: the rules that read a table, importable without the load generator."""
+"""labs.results.analysis: the rules that read a table, importable without the load generator."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import sys
 
 import pandas as pd
 
-from labs import analysis, experiments
+from labs.course import experiments
+from labs.results import analysis
 
 
 def test_the_model_and_the_card_reach_the_rules_without_an_http_client() -> None:
-    code = ("import sys, labs.sizing, labs.analysis, labs.card.extract; "
-            "print(sorted(m for m in ('httpx', 'labs.loadgen', 'labs.experiments') "
+    code = ("import sys, labs.model.sizing, labs.results.analysis, labs.card.extract; "
+            "print(sorted(m for m in ('httpx', 'labs.load.loadgen', 'labs.course.experiments') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout

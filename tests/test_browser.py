@@ -44,7 +44,7 @@ import pytest
 from code_notebooks import write_code_notebook
 
 import labs
-from labs.server import free_port
+from labs.serving.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("LABS_CHROMIUM", "/usr/bin/chromium")
@@ -269,7 +269,8 @@ DASHBOARD_CELLS = (
     """import json
 
 import labs
-from labs import plots, widgets
+from labs.course import plots
+from labs.observe import widgets
 
 saved = labs.Settings.from_env().results_dir / "04_kv_cache_exhaustion.json"
 sent = json.loads(saved.read_text())["findings"]  # what 04 sent, on the pool it sent it to

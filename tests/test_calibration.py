@@ -8,9 +8,9 @@ import json
 import pytest
 from cpu_calibrations import ARTICLE, CPU_BOUNDED, CPU_KV_PRESSURE, CPU_NAIVE, FAST_CPU, SLOW_CPU
 
-from labs import calibration, simulate
 from labs.errors import ConfigError
-from labs.servermodel import LinearSteps
+from labs.model import calibration, simulate
+from labs.model.steps import LinearSteps
 from labs.workload import Burst
 
 

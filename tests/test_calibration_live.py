@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 import labs
-from labs import calibration
+from labs.model import calibration
 
 
 @pytest.mark.server

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from labs import Burst, Workload, article, card
+from labs import Burst, Workload, card
 from labs.__main__ import main
 from labs.errors import ResultsError
-from labs.results import RequestRecord, RunResult, save_sweep
+from labs.model import article
+from labs.results.records import RequestRecord, RunResult, save_sweep
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results_cpu"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from labs import article
-from labs import ceiling as c
 from labs.errors import ConfigError
-from labs.kvwait import ARTICLE_RATIO
-from labs.servermodel import ServerLimits
+from labs.model import article
+from labs.model import ceiling as c
+from labs.model.kvwait import ARTICLE_RATIO
+from labs.model.steps import ServerLimits
 
 QWEN = c.KNOWN_MODELS["Qwen/Qwen2.5-7B-Instruct"]
-# The course's embedded model (config.json of SmolLM2-135M-Instruct as built by labs.embedded).
+# The course's embedded model (config.json of SmolLM2-135M-Instruct as built by
+# labs.serving.cpu_model).
 SMOL = {
     "model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
     "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
@@ -35,7 +36,7 @@ def test_article_decode_ceiling():
 
 
 def test_article_pool_demand_and_ratio():
-    # The pool is ServerLimits.pool_tokens, the one place it is computed (labs.servermodel).
+    # The pool is ServerLimits.pool_tokens, the one place it is computed (labs.model.steps).
     limits = ServerLimits(num_blocks=article.NUM_GPU_BLOCKS, block_size=article.BLOCK_SIZE,
                           max_model_len=8192, max_num_seqs=256, max_num_batched_tokens=8192)
     demand = article.KV_USERS * article.KV_PROMPT_TOKENS

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from labs import checks
+from labs.course import checks
 
 
 @pytest.fixture(autouse=True)

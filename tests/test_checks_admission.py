@@ -14,9 +14,10 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from labs import admission_runs, article, checks, predict, simulate, sizing
-from labs.checks import Verdict
-from labs.servermodel import LinearSteps, ServerLimits
+from labs.course import admission_runs, checks
+from labs.course.checks import Verdict
+from labs.model import article, predict, simulate, sizing
+from labs.model.steps import LinearSteps, ServerLimits
 from labs.workload import Closed, Poisson
 
 # The slowest CPU kind measured (2-core AMD EPYC, AVX2 only; DESIGN.md, 2026-12-01), on the
@@ -148,7 +149,7 @@ def test_a_run_that_served_nothing_says_so() -> None:
                                        (3, "0", "whole number")])
 def test_bad_limits_are_told_before_any_run(n: object, m: object, why: str,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from labs import experiments
+    from labs.course import experiments
 
     monkeypatch.setattr(experiments, "run_through_gateway",
                         lambda *a, **k: pytest.fail("no run for an answer that is not one"))
@@ -158,8 +159,8 @@ def test_bad_limits_are_told_before_any_run(n: object, m: object, why: str,
 
 
 def test_the_live_check_judges_the_run_it_made(monkeypatch: pytest.MonkeyPatch) -> None:
-    from labs import experiments
-    from labs.results import RequestRecord, RunResult
+    from labs.course import experiments
+    from labs.results.records import RequestRecord, RunResult
     from labs.workload import Workload
 
     def record(i: int, ttft: float | None) -> RequestRecord:

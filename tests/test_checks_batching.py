@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from cpu_calibrations import AVX2, NAIVE
 
-from labs import article, checks, experiments, predict, simulate
+from labs.course import checks, experiments
+from labs.model import article, predict, simulate
 
 CPU_STEPS, CPU_LIMITS = AVX2, NAIVE  # the slowest CPU kind's calibration
 LEVELS = [1, 2, 4, 8, 16, 32, 64, 128, 256]

@@ -3,7 +3,7 @@ rate (Little's law), and the break-even utilisation against an API.
 
 Three sweeps built here, as 07 measures or predicts them (64 output tokens on the CPU, 256 on a
 GPU): the embedded default (SmolLM2-135M on 2 CPU cores, shaped like the course's measured
-sweeps), the article's card and an H200 (Qwen2.5-7B, the datasheet roofline of labs.predict
+sweeps), the article's card and an H200 (Qwen2.5-7B, the datasheet roofline of labs.model.predict
 replayed through labs.simulate at the levels 07 would choose; rows rounded). The expected
 answers come from labs.cost, the module 07's plan uses, so the checks and the plan agree.
 """
@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labs import article, checks, cost
+from labs.course import checks
+from labs.model import article, cost
 
 READING_TOK_S = cost.reading_speed_tok_s(5.0, 4 / 3)   # 6.67 tok/s
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from labs import article, ceiling, predict
-from labs.checks.decode import bytes_read_at_context, wrong_input_in_bound, wrong_inputs
+from labs.course.checks.decode import bytes_read_at_context, wrong_input_in_bound, wrong_inputs
+from labs.model import article, ceiling, predict
 
 SMOLLM2 = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
            "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,

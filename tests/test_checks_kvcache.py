@@ -13,8 +13,9 @@ import math
 
 import pytest
 
-from labs import article, checks, kvwait, predict
-from labs.servermodel import ServerLimits
+from labs.course import checks
+from labs.model import article, kvwait, predict
+from labs.model.steps import ServerLimits
 
 CPU_POOL = ServerLimits(num_blocks=40, block_size=128, max_model_len=2048, max_num_seqs=128,
                         max_num_batched_tokens=2048)  # the kv-pressure profile

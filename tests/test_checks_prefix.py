@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from labs import article, checks, predict
-from labs.prefixcache import SharedPrefix
+from labs.course import checks
+from labs.model import article, predict
+from labs.model.prefixcache import SharedPrefix
 
 USERS, OUTPUT = 16, 32
 CPU = {"prompt_tokens": 1010, "shared_tokens": 1003, "block_size": 128}

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from labs import article, checks, predict
-from labs.checks.provision import users_at_once, users_at_once_range
+from labs.course import checks
+from labs.course.checks.provision import users_at_once, users_at_once_range
+from labs.model import article, predict
 
 PROMPT, ANSWER = 1000, 250  # the exercise's support chat
 

@@ -1,4 +1,4 @@
-"""labs.clientretries against a fake OpenAI server on a real socket (uvicorn in a thread): it
+"""labs.load.clientretries against a fake OpenAI server on a real socket (uvicorn in a thread): it
 serves `slots` streams at once and answers the rest 503 + Retry-After, like the gateway with
 M = 0. The attempts the helper counts are the requests the server saw."""
 
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from labs import clientretries
+from labs.load import clientretries
 
 
 class FakeOpenAI:

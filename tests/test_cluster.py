@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from labs import cluster
 from labs.__main__ import main
+from labs.deploy import cluster
 from labs.errors import ClusterError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,5 @@
-"""Capacity and cost arithmetic (labs.cost): operating point, replicas, dollars, break-even."""
+"""Capacity and cost arithmetic (labs.cost): operating point, replicas, dollars,
+break-even."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labs import cost
 from labs.errors import ConfigError
+from labs.model import cost
 
 
 def sweep() -> pd.DataFrame:
@@ -242,7 +243,7 @@ def test_cold_start_arithmetic() -> None:
 
 
 def test_the_plan_for_the_articles_card_from_its_datasheet() -> None:
-    from labs import article, predict
+    from labs.model import article, predict
 
     steps = predict.datasheet_steps("rtx-4000-ada", article.MODEL)
     limits = predict.datasheet_limits("rtx-4000-ada", article.MODEL,

@@ -1,4 +1,5 @@
-"""labs.coursedocs: the docs' numbers come from one results folder, and stay in step with it."""
+"""labs.course.coursedocs: the docs' numbers come from one results folder, and stay in step
+with it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from labs import coursedocs
+from labs.course import coursedocs
 from labs.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from labs import diagrams, plots
+from labs.course import diagrams, plots
 
 
 def _texts(fig: Figure) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from labs import exercises
+from labs.course import exercises
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ from cpu_calibrations import CPU_NAIVE, FAST_CPU
 def test_the_rate_knee_is_where_service_falls_behind_arrivals() -> None:
     import pandas as pd
 
-    from labs.experiments import events_per_s, rate_knee
+    from labs.course.experiments import events_per_s, rate_knee
 
     assert events_per_s([0.0, 1.0, 2.0, 3.0]) == 1.0
     assert events_per_s([5.0]) is None
@@ -19,7 +19,7 @@ def test_the_rate_knee_is_where_service_falls_behind_arrivals() -> None:
 
 
 def test_replayed_arrivals_past_capacity_are_served_at_capacity() -> None:
-    from labs.experiments import predicted_rate_sweep
+    from labs.course.experiments import predicted_rate_sweep
 
     class Cal:  # what predicted_rate_sweep reads of a Calibration
         steps, limits = FAST_CPU, CPU_NAIVE

@@ -24,7 +24,6 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from labs import loadgen
 from labs.errors import ConfigError, PortInUse
 from labs.gateway import (
     Admission,
@@ -36,7 +35,8 @@ from labs.gateway import (
     stop_gateway_process,
     wait_gateway_healthy,
 )
-from labs.server import free_port
+from labs.load import loadgen
+from labs.serving.server import free_port
 from labs.workload import Poisson, Workload
 
 GW = "http://gateway"

@@ -239,7 +239,7 @@ def test_headers_that_trickle_get_408_at_the_header_timeout_and_idle_ones_are_cl
 
 def test_a_kept_alive_connection_may_idle_past_the_header_timeout() -> None:
     """Between requests the keep-alive (75 s) applies, not header_timeout_s: the course's
-    clients never close an idle connection themselves (labs.connections)."""
+    clients never close an idle connection themselves (labs.load.pool)."""
     with GatewayThread(config(header_timeout_s=0.3)) as g:
         sock = g.connect()
         for _ in range(2):
@@ -807,7 +807,7 @@ def test_the_hostile_clients_benchmark_passes_against_a_fake_engine(tmp_path) ->
     from pathlib import Path
 
     from labs.gateway import start_gateway_process, stop_gateway_process, wait_gateway_healthy
-    from labs.server import free_port
+    from labs.serving.server import free_port
 
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "hostile_clients.py"
     spec = importlib.util.spec_from_file_location("hostile_clients", path)

@@ -29,10 +29,10 @@ import pytest
 
 import labs
 from labs import gateway as gw
-from labs import loadgen
-from labs.connections import ONE_CONNECTION
-from labs.metrics import Snapshot, scrape
-from labs.server import free_port
+from labs.load import loadgen
+from labs.load.pool import ONE_CONNECTION
+from labs.observe.metrics import Snapshot, scrape
+from labs.serving.server import free_port
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +90,7 @@ def _local_port_after_idle(url: str, idle_s: float) -> tuple[int, int]:
 def test_servers_keep_idle_connections_past_five_seconds(side: str, engine: labs.Connection,
                                                          gateway_url: str) -> None:
     # uvicorn's default (vLLM's too) closes an idle connection after 5 s, which races a
-    # request sent on it at that instant (labs.connections says why it matters).
+    # request sent on it at that instant (labs.load.pool says why it matters).
     url = engine.base_url if side == "engine" else gateway_url
     first, second = _local_port_after_idle(url, 6.0)
     assert first == second, f"the {side} closed a connection idle for 6 s"
@@ -131,7 +131,7 @@ async def _freeze(pid: int, after_s: float, for_s: float) -> None:
 def test_twenty_times_overload_loses_nothing(
         engine: labs.Connection, gateway: tuple[str, subprocess.Popen[bytes]]) -> None:
     # The freeze piles up hundreds of requests in the client at once; with one shared httpx
-    # pool that pile never drained (labs.connections), and CI lost 2,819 of 4,855 requests.
+    # pool that pile never drained (labs.load.pool), and CI lost 2,819 of 4,855 requests.
     gateway_url, proc = gateway
     duration_s = float(os.environ.get("LABS_OVERLOAD_S", "30"))
     workload = labs.Workload(max_tokens=16)

@@ -2,10 +2,11 @@
 
 For the article's card (RTX 4000 Ada), an L40S and an H200 serving Qwen2.5-7B, this feeds the
 notebooks' own sizing with the datasheet step and the pool vLLM would pick
-(`labs.predict.datasheet_steps` / `datasheet_limits`), replays what the notebook would send,
+(`labs.model.predict.datasheet_steps` / `datasheet_limits`), replays what the notebook would send,
 and hands the replayed numbers to the notebook's lesson checks: 04 (`labs.lessons.kvcache`,
-its control included), 03 (`labs.lessons.batching`) and 07 (`labs.lessons.capacity`). A lesson
-that would not hold on one of these cards fails here, on a CPU, before anyone rents the card.
+its control included), 03 (`labs.lessons.batching`) and 07 (`labs.lessons.capacity`).
+A lesson that would not hold on one of these cards fails here, on a CPU, before anyone rents the
+card.
 
 The replay is the model, not a measurement: these tests show that the notebooks' sizing and
 their asserts agree with each other on a GPU, not what a GPU measures.
@@ -19,10 +20,11 @@ from typing import Any, NamedTuple
 import pandas as pd
 import pytest
 
-from labs import article, cost, experiments, kvwait, predict, simulate, sizing
-from labs.lessons import batching, capacity, kvcache
-from labs.servermodel import RooflineSteps, ServerLimits, with_flags
-from labs.simulate import Replay
+from labs.course import experiments
+from labs.course.lessons import batching, capacity, kvcache
+from labs.model import article, cost, kvwait, predict, simulate, sizing
+from labs.model.simulate import Replay
+from labs.model.steps import RooflineSteps, ServerLimits, with_flags
 
 GPUS = ("rtx-4000-ada", "l40s", "h200")
 CARD_PROMPT, CARD_OUTPUT = 32, 64  # what 03 and 07 send on any backend (32-token prompts, 64 out)

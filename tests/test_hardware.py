@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from labs import calibration, coursedocs, hardware, loadgen
+from labs import hardware
+from labs.course import coursedocs
+from labs.load import loadgen
+from labs.model import calibration
 
 X86 = """processor\t: 0
 vendor_id\t: AuthenticAMD

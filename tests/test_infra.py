@@ -9,7 +9,8 @@ How each part is checked:
   (tests/infra_schemas.py); plus cross-checks that the PodMonitors' selectors and ports match
   the pods the overlays render. The router itself: tests/test_router.py.
 - Kustomize files and patches: proven by rendering; the profile flags in the committed patches
-  and in compose.yaml are read with yaml and compared to labs.profiles / labs.server.
+  and in compose.yaml are read with yaml and compared to labs.serving.profiles /
+  labs.server.
 - Terraform: parsed with python-hcl2. Dashboard metric names: against the installed vLLM's
   metric definitions (its source), the gateway's own registry, and the vendored lists of the
   router's (llm-d-router) and the GPUs' (dcgm-exporter) metrics.
@@ -33,11 +34,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from labs import cluster, infra
+from labs.deploy import cluster, manifests
 from labs.errors import ClusterError
 from labs.gateway import Admission, GatewayMetrics
-from labs.profiles import PROFILES
-from labs.server import SERVER_KEEP_ALIVE_S, engine_env
+from labs.serving.profiles import PROFILES
+from labs.serving.server import SERVER_KEEP_ALIVE_S, engine_env
 from labs.settings import Settings
 
 import infra_schemas
@@ -46,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
 K8S = INFRA / "k8s"
 K8S_VERSION = infra_schemas.K8S_VERSION
-RENDERED = [*infra.OVERLAY_NAMES, "../monitoring"]  # relative to infra/k8s/overlays
+RENDERED = [*manifests.OVERLAY_NAMES, "../monitoring"]  # relative to infra/k8s/overlays
 WORKLOADS = ("Deployment", "StatefulSet")
 FIXTURES = ROOT / "tests" / "fixtures"
 
@@ -100,7 +101,7 @@ def _kubectl() -> str:
 
 @functools.cache
 def _render_cached(overlay: str) -> tuple[str, ...]:
-    out = subprocess.run([_kubectl(), "kustomize", str(infra.OVERLAYS / overlay)],
+    out = subprocess.run([_kubectl(), "kustomize", str(manifests.OVERLAYS / overlay)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return tuple(json.dumps(d) for d in yaml.safe_load_all(out.stdout) if d)
@@ -135,33 +136,34 @@ def test_overlay_renders_to_valid_objects(overlay: str) -> None:
     for obj in objs:
         _validate(obj)
         if obj["kind"] not in ("Namespace",):
-            assert obj["metadata"]["namespace"] in (infra.NAMESPACE, "monitoring",
+            assert obj["metadata"]["namespace"] in (manifests.NAMESPACE, "monitoring",
                                                     "gpu-operator"), obj
 
 
-@pytest.mark.parametrize("overlay", infra.OVERLAY_NAMES)
+@pytest.mark.parametrize("overlay", manifests.OVERLAY_NAMES)
 def test_rendered_containers_run_the_profile(overlay: str) -> None:
     objs = _render(overlay)
-    profile = PROFILES[infra.DATA_PARALLEL_PROFILE if overlay == infra.DATA_PARALLEL else overlay]
-    engine = _container(objs, infra.ENGINE_DEPLOYMENT, "vllm")
-    assert tuple(engine["command"]) == infra.ENGINE_ENTRYPOINT
-    assert engine["args"][5 + len(infra.K8S_ENGINE_FLAGS):] == list(profile.flags("gpu"))
-    assert engine["args"] == infra.k8s_engine_args(profile)
+    data_parallel = overlay == manifests.DATA_PARALLEL
+    profile = PROFILES[manifests.DATA_PARALLEL_PROFILE if data_parallel else overlay]
+    engine = _container(objs, manifests.ENGINE_DEPLOYMENT, "vllm")
+    assert tuple(engine["command"]) == manifests.ENGINE_ENTRYPOINT
+    assert engine["args"][5 + len(manifests.K8S_ENGINE_FLAGS):] == list(profile.flags("gpu"))
+    assert engine["args"] == manifests.k8s_engine_args(profile)
     engines = [o for o in objs if o["kind"] in WORKLOADS
-               and o["metadata"]["name"] == infra.ENGINE_DEPLOYMENT]
+               and o["metadata"]["name"] == manifests.ENGINE_DEPLOYMENT]
     assert len(engines) == 1, "exactly one workload runs the engine"
-    if overlay == infra.DATA_PARALLEL:
+    if overlay == manifests.DATA_PARALLEL:
         assert engines[0]["kind"] == "StatefulSet"
         assert "replicas" not in engines[0]["spec"]  # KEDA owns the count
-        assert not [o for o in objs if o["metadata"]["name"] == infra.GATEWAY_DEPLOYMENT]
-        assert _workload(objs, infra.ROUTER)["spec"]["replicas"] == 1
+        assert not [o for o in objs if o["metadata"]["name"] == manifests.GATEWAY_DEPLOYMENT]
+        assert _workload(objs, manifests.ROUTER)["spec"]["replicas"] == 1
     elif profile.gateway("gpu") is not None:
-        gateway = _container(objs, infra.GATEWAY_DEPLOYMENT, "gateway")
-        assert gateway["args"] == infra.k8s_gateway_args(profile, "http://vllm:8000")
-        assert _find(objs, "Deployment", infra.GATEWAY_DEPLOYMENT)["spec"]["replicas"] == 1
+        gateway = _container(objs, manifests.GATEWAY_DEPLOYMENT, "gateway")
+        assert gateway["args"] == manifests.k8s_gateway_args(profile, "http://vllm:8000")
+        assert _find(objs, "Deployment", manifests.GATEWAY_DEPLOYMENT)["spec"]["replicas"] == 1
 
 
-@pytest.mark.parametrize("overlay", infra.OVERLAY_NAMES)
+@pytest.mark.parametrize("overlay", manifests.OVERLAY_NAMES)
 def test_cluster_verb_knows_what_each_overlay_adds(overlay: str) -> None:
     def names(objs: list[dict]) -> set[str]:
         return {f"{o['kind'].lower()}/{o['metadata']['name']}" for o in objs}
@@ -173,7 +175,7 @@ def test_cluster_verb_knows_what_each_overlay_adds(overlay: str) -> None:
     assert gone - {"persistentvolumeclaim/model-cache"} == set(cluster.replaces(overlay))
 
 
-@pytest.mark.parametrize("overlay", infra.OVERLAY_NAMES)
+@pytest.mark.parametrize("overlay", manifests.OVERLAY_NAMES)
 def test_public_endpoint_and_policy_reach_a_serving_port(overlay: str) -> None:
     """llm-api sends clients to a named port of the pods it selects, and the open policy on
     those pods lets that port in: the gateway when there is one, else the engine."""
@@ -188,8 +190,8 @@ def test_public_endpoint_and_policy_reach_a_serving_port(overlay: str) -> None:
              for c in pod["spec"]["containers"] for p in c["ports"]}
     target = ports[service["ports"][0]["targetPort"]]
     assert [p["port"] for p in policy["ingress"][0]["ports"]] == [target]
-    expected = (infra.ROUTER_PORT if overlay == infra.DATA_PARALLEL
-                else infra.GATEWAY_PORT if cluster.extras(overlay) else infra.ENGINE_PORT)
+    expected = (manifests.ROUTER_PORT if overlay == manifests.DATA_PARALLEL
+                else manifests.GATEWAY_PORT if cluster.extras(overlay) else manifests.ENGINE_PORT)
     assert target == expected
 
 
@@ -203,7 +205,7 @@ def test_podmonitors_scrape_every_overlays_metrics_ports() -> None:
     brings (the router's) between them scrape every metrics port of every pod."""
     course = _find(_render("../monitoring"), "PodMonitor", "vllm-serving-labs")["spec"]
     assert course["selector"]["matchLabels"] == {"app.kubernetes.io/part-of": "vllm-serving-labs"}
-    for overlay in infra.OVERLAY_NAMES:
+    for overlay in manifests.OVERLAY_NAMES:
         objs = _render(overlay)
         monitors = [course, *[o["spec"] for o in objs if o["kind"] == "PodMonitor"]]
         for pod in _pods(objs):
@@ -229,7 +231,7 @@ def test_dcgm_podmonitor_selects_the_gpu_operators_exporter() -> None:
 def test_dashboard_configmap_is_the_compose_dashboard() -> None:
     configmap = _find(_render("../monitoring"), "ConfigMap", "vllm-serving-dashboard")
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert configmap["data"]["vllm-serving.json"] == infra.DASHBOARD.read_text()
+    assert configmap["data"]["vllm-serving.json"] == manifests.DASHBOARD.read_text()
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,7 +264,7 @@ def test_the_readme_profile_table_says_what_each_profile_runs() -> None:
 
 
 def _compose() -> dict:
-    return yaml.safe_load(infra.COMPOSE.read_text())
+    return yaml.safe_load(manifests.COMPOSE.read_text())
 
 
 def _compose_services(profile: str) -> dict[str, dict]:
@@ -271,7 +273,7 @@ def _compose_services(profile: str) -> dict[str, dict]:
 
 
 def _patch_args(overlay: str, patch: str) -> list[str]:
-    doc = _docs(infra.OVERLAYS / overlay / patch)[0]
+    doc = _docs(manifests.OVERLAYS / overlay / patch)[0]
     return doc["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
@@ -280,16 +282,16 @@ def test_engine_flags_are_identical_in_compose_k8s_and_labs_server(name: str) ->
     """Profile by profile: the flags `python -m labs serve` would give vLLM on a GPU are the
     ones in compose.yaml and in the committed k8s overlay, read back from those files."""
     profile = PROFILES[name]
-    local = infra.engine_args(profile)  # labs.server.engine_command, minus the interpreter
+    local = manifests.engine_args(profile)  # serving.server.engine_command, less the interpreter
     engines = {n: s for n, s in _compose_services(name).items()
                if s["image"].startswith("vllm/vllm-openai:")}
     assert len(engines) == 1, f"compose profile {name} must start exactly one engine"
     (engine,) = engines.values()
-    assert tuple(engine["entrypoint"]) == infra.ENGINE_ENTRYPOINT
+    assert tuple(engine["entrypoint"]) == manifests.ENGINE_ENTRYPOINT
     k8s = _patch_args(name, "engine.yaml")
     assert engine["command"] == local
-    assert k8s == infra.k8s_engine_args(profile)
-    assert [a for a in k8s if a not in infra.K8S_ENGINE_FLAGS] == local, "only the drain flag"
+    assert k8s == manifests.k8s_engine_args(profile)
+    assert [a for a in k8s if a not in manifests.K8S_ENGINE_FLAGS] == local, "only the drain flag"
     assert k8s[len(k8s) - len(profile.flags("gpu")):] == list(profile.flags("gpu"))
     base = _docs(K8S / "base" / "vllm.yaml")[0]["spec"]["template"]["spec"]["containers"][0]
     assert k8s[:6] == base["args"], "the overlay keeps the base's five flags and the drain flag"
@@ -297,7 +299,7 @@ def test_engine_flags_are_identical_in_compose_k8s_and_labs_server(name: str) ->
 
 def test_engine_keep_alive_is_the_one_labs_server_gives_vllm() -> None:
     """An idle-connection timeout shorter than the one the gateway's and loadgen's clients
-    rely on brings back the keep-alive race (labs.connections), so every deployment sets the
+    rely on brings back the keep-alive race (labs.load.pool), so every deployment sets the
     same."""
     local = engine_env(Settings.from_env())["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"]
     compose = _compose()["x-vllm"]["environment"]["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"]
@@ -310,19 +312,19 @@ def test_engine_keep_alive_is_the_one_labs_server_gives_vllm() -> None:
 def test_gateway_flags_are_identical_in_compose_and_k8s(name: str) -> None:
     profile = PROFILES[name]
     gateways = {n: s for n, s in _compose_services(name).items() if "build" in s}
-    patch = infra.OVERLAYS / name / "gateway.yaml"
+    patch = manifests.OVERLAYS / name / "gateway.yaml"
     if profile.gateway("gpu") is None:
         assert not gateways and not patch.exists()
         return
     (gateway,) = gateways.values()
     k8s = _patch_args(name, "gateway.yaml")
-    assert k8s[-len(infra.K8S_GATEWAY_FLAGS):] == list(infra.K8S_GATEWAY_FLAGS)
-    k8s = k8s[:-len(infra.K8S_GATEWAY_FLAGS)]
+    assert k8s[-len(manifests.K8S_GATEWAY_FLAGS):] == list(manifests.K8S_GATEWAY_FLAGS)
+    k8s = k8s[:-len(manifests.K8S_GATEWAY_FLAGS)]
     assert gateway["command"][1:-2] == k8s[1:-2] == list(profile.gateway("gpu"))
     assert gateway["command"][0] == "--upstream=http://vllm:8000"  # the engines' alias
     assert k8s[0] == "--upstream=http://vllm:8000"  # the Service
     parsed = _gateway_parser().parse_args(k8s)
-    assert parsed.port == infra.GATEWAY_PORT
+    assert parsed.port == manifests.GATEWAY_PORT
 
 
 def _gateway_parser():
@@ -343,18 +345,18 @@ def test_engines_drain_running_requests_inside_their_grace_period() -> None:
     """vLLM 0.32's --shutdown-timeout defaults to 0 (abort every running request on SIGTERM);
     every engine pod gets the course gateway's drain budget, after a preStop that lets the
     router and the Services stop sending, and a grace period longer than both."""
-    assert infra.K8S_ENGINE_FLAGS == (f"--shutdown-timeout={infra.SHUTDOWN_TIMEOUT_S}",)
+    assert manifests.K8S_ENGINE_FLAGS == (f"--shutdown-timeout={manifests.SHUTDOWN_TIMEOUT_S}",)
     gateway_drain = _gateway_parser().parse_args(
-        ["--upstream=http://x", *infra.K8S_GATEWAY_FLAGS]).shutdown_timeout_s
-    assert gateway_drain == infra.SHUTDOWN_TIMEOUT_S
-    for overlay in infra.OVERLAY_NAMES:
-        pod = _workload(_render(overlay), infra.ENGINE_DEPLOYMENT)["spec"]["template"]["spec"]
+        ["--upstream=http://x", *manifests.K8S_GATEWAY_FLAGS]).shutdown_timeout_s
+    assert gateway_drain == manifests.SHUTDOWN_TIMEOUT_S
+    for overlay in manifests.OVERLAY_NAMES:
+        pod = _workload(_render(overlay), manifests.ENGINE_DEPLOYMENT)["spec"]["template"]["spec"]
         (engine,) = pod["containers"]
-        assert f"--shutdown-timeout={infra.SHUTDOWN_TIMEOUT_S}" in engine["args"]
+        assert f"--shutdown-timeout={manifests.SHUTDOWN_TIMEOUT_S}" in engine["args"]
         pre_stop = engine["lifecycle"]["preStop"]["sleep"]["seconds"]
-        assert pre_stop == infra.ENGINE_PRESTOP_S > 0
-        assert pod["terminationGracePeriodSeconds"] == infra.ENGINE_GRACE_S
-        assert infra.ENGINE_GRACE_S > pre_stop + infra.SHUTDOWN_TIMEOUT_S
+        assert pre_stop == manifests.ENGINE_PRESTOP_S > 0
+        assert pod["terminationGracePeriodSeconds"] == manifests.ENGINE_GRACE_S
+        assert manifests.ENGINE_GRACE_S > pre_stop + manifests.SHUTDOWN_TIMEOUT_S
 
 
 def test_the_gateway_pod_drains_for_as_long_as_the_engine() -> None:
@@ -362,21 +364,21 @@ def test_the_gateway_pod_drains_for_as_long_as_the_engine() -> None:
     args (it was only in the component's, and the rendered gateway drained for the 5 s
     default)."""
     objs = _render("gateway")
-    pod = _workload(objs, infra.GATEWAY_DEPLOYMENT)["spec"]["template"]["spec"]
+    pod = _workload(objs, manifests.GATEWAY_DEPLOYMENT)["spec"]["template"]["spec"]
     args = _gateway_parser().parse_args(pod["containers"][0]["args"])
-    assert args.shutdown_timeout_s == infra.SHUTDOWN_TIMEOUT_S
+    assert args.shutdown_timeout_s == manifests.SHUTDOWN_TIMEOUT_S
     assert pod["terminationGracePeriodSeconds"] > args.shutdown_timeout_s
 
 
 def test_router_pod_outlives_the_streams_it_carries() -> None:
-    pod = _workload(_render(infra.DATA_PARALLEL), infra.ROUTER)["spec"]["template"]["spec"]
+    pod = _workload(_render(manifests.DATA_PARALLEL), manifests.ROUTER)["spec"]["template"]["spec"]
     waits = {c["name"]: c["lifecycle"]["preStop"]["sleep"]["seconds"] for c in pod["containers"]}
-    assert waits == {"envoy": infra.SHUTDOWN_TIMEOUT_S, "epp": infra.SHUTDOWN_TIMEOUT_S}
+    assert waits == {"envoy": manifests.SHUTDOWN_TIMEOUT_S, "epp": manifests.SHUTDOWN_TIMEOUT_S}
     epp_drain = 30  # the EPP's --drain-timeout default (pkg/epp/server/options.go)
-    assert pod["terminationGracePeriodSeconds"] > infra.SHUTDOWN_TIMEOUT_S + epp_drain
+    assert pod["terminationGracePeriodSeconds"] > manifests.SHUTDOWN_TIMEOUT_S + epp_drain
 
 
-@pytest.mark.parametrize("overlay", infra.OVERLAY_NAMES)
+@pytest.mark.parametrize("overlay", manifests.OVERLAY_NAMES)
 def test_every_probe_has_an_explicit_timeout(overlay: str) -> None:
     for pod in _pods(_render(overlay)):
         for c in pod["spec"]["containers"]:
@@ -389,10 +391,10 @@ def test_every_probe_has_an_explicit_timeout(overlay: str) -> None:
                        for p in ("startupProbe", "readinessProbe", "livenessProbe"))
 
 
-@pytest.mark.parametrize("overlay", infra.OVERLAY_NAMES)
+@pytest.mark.parametrize("overlay", manifests.OVERLAY_NAMES)
 def test_the_compile_cache_lives_on_the_model_volume(overlay: str) -> None:
     objs = _render(overlay)
-    engine = _container(objs, infra.ENGINE_DEPLOYMENT, "vllm")
+    engine = _container(objs, manifests.ENGINE_DEPLOYMENT, "vllm")
     env = {e["name"]: e.get("value") for e in engine["env"]}
     mounts = {m["name"]: m["mountPath"] for m in engine["volumeMounts"]}
     assert env["VLLM_CACHE_ROOT"].startswith(mounts["model-cache"] + "/")
@@ -402,8 +404,8 @@ def test_the_compile_cache_lives_on_the_model_volume(overlay: str) -> None:
 def test_each_data_parallel_replica_has_its_own_model_volume() -> None:
     """One ReadWriteOnce volume per replica (volumeClaimTemplates), the base claim's size and
     class, kept when a replica is scaled away so that it comes back without downloading."""
-    objs = _render(infra.DATA_PARALLEL)
-    sts = _workload(objs, infra.ENGINE_DEPLOYMENT)
+    objs = _render(manifests.DATA_PARALLEL)
+    sts = _workload(objs, manifests.ENGINE_DEPLOYMENT)
     (template,) = sts["spec"]["volumeClaimTemplates"]
     base_claim = _docs(K8S / "base" / "model-cache.yaml")[0]["spec"]
     assert template["metadata"]["name"] == "model-cache" and template["spec"] == base_claim
@@ -414,7 +416,7 @@ def test_each_data_parallel_replica_has_its_own_model_volume() -> None:
 
 
 def test_generated_files_are_up_to_date() -> None:
-    stale = [str(p.relative_to(ROOT)) for p in infra.stale()]
+    stale = [str(p.relative_to(ROOT)) for p in manifests.stale()]
     assert not stale, f"run `python -m labs infra`: {stale}"
 
 
@@ -429,10 +431,10 @@ def _image_refs() -> list[tuple[Path, str]]:
             for match in re.finditer(r"^\s*(?:-\s*)?(?:image:|FROM)\s+\"?([^\s\"#]+)",
                                      path.read_text(), re.M):
                 refs.append((path, match[1]))
-    for overlay in infra.OVERLAY_NAMES:
+    for overlay in manifests.OVERLAY_NAMES:
         for pod in _pods(_render(overlay)):
             for c in pod["spec"]["containers"]:
-                refs.append((infra.OVERLAYS / overlay, c["image"]))
+                refs.append((manifests.OVERLAYS / overlay, c["image"]))
     return refs
 
 
@@ -590,7 +592,7 @@ def _dcgm_fields() -> set[str]:
 
 
 def _used_metric_names() -> set[str]:
-    text = infra.DASHBOARD.read_text() + infra.SCALED_OBJECT.read_text()
+    text = manifests.DASHBOARD.read_text() + manifests.SCALED_OBJECT.read_text()
     return set(re.findall(r"\b(?:vllm:\w+|gateway_\w+|llm_d_epp_\w+|DCGM_FI_\w+)", text))
 
 
@@ -609,7 +611,7 @@ def test_dashboard_metric_names_exist_where_they_are_scraped() -> None:
 
 
 def test_removed_vllm_metric_names_are_not_used() -> None:
-    text = infra.DASHBOARD.read_text()
+    text = manifests.DASHBOARD.read_text()
     for gone in ("gpu_cache_usage_perc", "time_per_output_token_seconds\"",
                  "vllm:num_preemptions\""):
         assert gone not in text
@@ -619,7 +621,7 @@ def test_compose_prometheus_scrapes_the_services_compose_names() -> None:
     config = yaml.safe_load((INFRA / "monitoring" / "prometheus.yml").read_text())
     targets = {t for job in config["scrape_configs"] for sc in job["static_configs"]
                for t in sc["targets"]}
-    assert targets == {f"vllm:{infra.ENGINE_PORT}", f"gateway:{infra.GATEWAY_PORT}"}
+    assert targets == {f"vllm:{manifests.ENGINE_PORT}", f"gateway:{manifests.GATEWAY_PORT}"}
     aliases = {a for s in _compose()["services"].values()
                for a in s.get("networks", {}).get("default", {}).get("aliases", [])}
     assert {t.partition(":")[0] for t in targets} <= aliases

@@ -10,10 +10,10 @@ from dataclasses import replace
 import pytest
 from cpu_calibrations import AVX2, AVX512, NAIVE, TWICE_AVX2
 
-from labs import kvwait
+from labs.course.lessons import kvcache
 from labs.errors import ConfigError
-from labs.lessons import kvcache
-from labs.servermodel import ServerLimits, with_flags
+from labs.model import kvwait
+from labs.model.steps import ServerLimits, with_flags
 
 # The CPU's limits: the naive profile's 2 GiB pool (the control), the kv-pressure profile's.
 CONTROL = NAIVE
@@ -193,8 +193,8 @@ def test_pools_too_close_in_size_are_a_config_error() -> None:
 # the article's 55 s, split from its datasheet -----------------------------------------------------
 
 def test_the_articles_staircase_is_part_prefill_part_pool() -> None:
-    from labs import article
-    from labs.predict import datasheet_steps
+    from labs.model import article
+    from labs.model.predict import datasheet_steps
 
     wait, small, large = kvwait.article_split()
     # the article measured ~55 s; the datasheet replay lands near it

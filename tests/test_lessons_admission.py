@@ -1,4 +1,5 @@
-"""05's lessons (labs.lessons.admission) and its closing runs' helpers (labs.admission_runs)."""
+"""05's lessons (labs.lessons.admission) and its closing runs' helpers
+(labs.admission_runs)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from labs import admission_runs, article, kvwait
+from labs.course import admission_runs
+from labs.course.lessons import LessonNotHeld, admission
 from labs.errors import ConfigError
-from labs.lessons import LessonNotHeld, admission
-from labs.results import SLO, RequestRecord, RunResult
-from labs.servermodel import LinearSteps, ServerLimits
+from labs.model import article, kvwait
+from labs.model.steps import LinearSteps, ServerLimits
+from labs.results.records import SLO, RequestRecord, RunResult
 from labs.workload import Burst, Workload
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +219,7 @@ def test_the_closing_burst_is_04s_and_fits_the_gateways_prompt_budget() -> None:
 
 
 def test_a_prompt_over_the_gateways_budget_is_refused_in_words(monkeypatch) -> None:
-    from labs import profiles
+    from labs.serving import profiles
 
     gateway = profiles.get_profile("gateway")
     flags = tuple(f if not f.startswith("--max-prompt-tokens") else "--max-prompt-tokens=100"

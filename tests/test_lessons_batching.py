@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from labs import experiments
-from labs.lessons import LessonNotHeld, batching
+from labs.course import experiments
+from labs.course.lessons import LessonNotHeld, batching
 
 
 def sweep(levels, agg, ttft_p95=None) -> pd.DataFrame:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from labs import cost
+from labs.course.lessons import LessonNotHeld, capacity
 from labs.errors import ConfigError
-from labs.lessons import LessonNotHeld, capacity
+from labs.model import cost
 
 
 def sweep() -> pd.DataFrame:

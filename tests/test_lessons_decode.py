@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from labs.course.lessons import LessonNotHeld, decode
 from labs.errors import LabsError
-from labs.lessons import LessonNotHeld, decode
 
 
 @pytest.mark.parametrize("measured, ceiling", [

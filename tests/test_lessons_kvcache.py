@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from labs.course.lessons import LessonNotHeld, kvcache
 from labs.errors import LabsError
-from labs.lessons import LessonNotHeld, kvcache
 
 
 def failure(check, *args, **kwargs) -> str:

@@ -1,4 +1,5 @@
-"""06's lesson (labs.lessons.prefix): cached TTFT below uncached, by a margin noise cannot cross."""
+"""06's lesson (labs.lessons.prefix): cached TTFT below uncached, by a margin noise
+cannot cross."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import math
 
 import pytest
 
+from labs.course.lessons import LessonNotHeld, prefix
 from labs.errors import ConfigError
-from labs.lessons import LessonNotHeld, prefix
 
 
 def test_the_required_ratio_is_half_the_prediction_or_one_and_a_half() -> None:

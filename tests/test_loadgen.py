@@ -14,11 +14,19 @@ import httpx
 import numpy as np
 import pytest
 
-from labs import loadgen
 from labs.errors import ConfigError
-from labs.loadgen import SSEDecoder, parse_levels, parse_retry_after, run, run_sync
-from labs.results import SLO, RequestRecord, load, load_sweep, percentile, save_sweep, summarize
-from labs.server import free_port
+from labs.load import loadgen
+from labs.load.loadgen import SSEDecoder, parse_levels, parse_retry_after, run, run_sync
+from labs.results.records import (
+    SLO,
+    RequestRecord,
+    load,
+    load_sweep,
+    percentile,
+    save_sweep,
+    summarize,
+)
+from labs.serving.server import free_port
 from labs.workload import Burst, Closed, Poisson, PromptFactory, Workload, shape_from_dict
 
 BASE = "http://stub"
@@ -351,7 +359,7 @@ def test_cli_levels() -> None:
 def test_bench_and_its_prediction_send_the_same_default_requests() -> None:
     from cpu_calibrations import AVX512, NAIVE
 
-    from labs.simulate import predict_closed
+    from labs.model.simulate import predict_closed
     from labs.workload import bench_requests
 
     assert [bench_requests(c) for c in (1, 2, 4, 32)] == [8, 8, 16, 128]
@@ -462,7 +470,7 @@ def test_sweep_frame_has_one_row_per_shape() -> None:
                                              Workload(max_tokens=2), base_url=BASE, model="m",
                                              client=client, progress=False)
 
-    from labs.results import sweep_frame
+    from labs.results.records import sweep_frame
     table = sweep_frame(asyncio.run(go()))
     assert table["concurrency"].tolist() == [1, 2, 4]
     assert table["ok"].tolist() == [2, 4, 8]

@@ -11,9 +11,9 @@ import httpx
 import pandas as pd
 import pytest
 
-from labs import metrics as m
 from labs.errors import ConfigError, ServerError, ServerNotRunning
-from labs.server import free_port
+from labs.observe import metrics as m
+from labs.serving.server import free_port
 
 FIXTURE = Path(__file__).parent / "fixtures" / "metrics_idle_cpu.txt"
 IDLE = FIXTURE.read_text()

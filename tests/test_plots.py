@@ -6,8 +6,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from labs import plots
-from labs.results import RequestRecord, RunResult
+from labs.course import plots
+from labs.results.records import RequestRecord, RunResult
 from labs.workload import Burst, Closed, Workload
 
 

@@ -1,4 +1,4 @@
-"""labs.predict: a card's step costs and pool from its datasheet, and the `predict` verb."""
+"""labs.model.predict: a card's step costs and pool from its datasheet, and the `predict` verb."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from labs import predict
 from labs.__main__ import main
 from labs.errors import ConfigError
+from labs.model import predict
 
 QWEN = "Qwen/Qwen2.5-7B-Instruct"
 

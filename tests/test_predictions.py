@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labs import predictions
-from labs.predictions import Scored, score
+from labs.course import predictions
+from labs.course.predictions import Scored, score
 
 ROOT = Path(__file__).resolve().parent.parent
 HIGH, LOW = "you assumed the fixed part grows", "you forgot the fixed part"

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from labs import checks
+from labs.course import checks
 from labs.errors import ConfigError
-from labs.prefixcache import SharedPrefix, predicted_ttft_cached
+from labs.model.prefixcache import SharedPrefix, predicted_ttft_cached
 from labs.workload import Workload
 
 SHARED = SharedPrefix(prompt_tokens=1010, shared_tokens=1003, block_size=128)
@@ -66,7 +66,7 @@ def test_prefix_hit_rate_check() -> None:
 
 
 def test_predicted_ttft_cached_prefills_the_first_alone_then_only_what_is_not_shared() -> None:
-    from labs.servermodel import LinearSteps, ServerLimits
+    from labs.model.steps import LinearSteps, ServerLimits
 
     cost = LinearSteps(fixed_s=0.02, per_seq_s=0.001, per_context_token_s=1e-6,
                        prefill_tok_s=2000.0, request_overhead_s=0.0, per_prefill_pair_s=0.0)

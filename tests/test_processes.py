@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from labs import processes, server
+from labs.serving import processes, server
 from labs.settings import Settings
 
 

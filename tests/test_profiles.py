@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import labs
-from labs import server
-from labs.profiles import CPU_BASE_FLAGS, PROFILES, get_profile
+from labs.serving import server
+from labs.serving.profiles import CPU_BASE_FLAGS, PROFILES, get_profile
 
 
 def _flag_values(flags: tuple[str, ...]) -> dict[str, str]:
@@ -81,7 +81,7 @@ def test_gateway_command_points_at_the_engine_port() -> None:
 def test_vllms_queue_cap_holds_as_many_requests_as_the_gateway(backend: str) -> None:
     # vLLM counts running + waiting against --max-num-queued-reqs; the gateway admits N into
     # the engine and queues M: notebook 05 compares the two at the same depth.
-    from labs.profiles import flag_value
+    from labs.serving.profiles import flag_value
 
     queued = flag_value(get_profile("engine-queue").flags(backend), "max-num-queued-reqs")
     gateway = get_profile("gateway").gateway(backend)
@@ -90,7 +90,7 @@ def test_vllms_queue_cap_holds_as_many_requests_as_the_gateway(backend: str) -> 
 
 
 def test_one_flag_reader_says_what_an_absent_flag_means() -> None:
-    from labs.profiles import flag_value
+    from labs.serving.profiles import flag_value
 
     flags = ("--max-num-seqs=4", "--max-model-len", "2048", "--max-num-seqs=8")
     assert flag_value(flags, "max-num-seqs") == "8"  # the last one wins, as in argparse
@@ -105,7 +105,7 @@ def test_one_flag_reader_says_what_an_absent_flag_means() -> None:
 @pytest.mark.parametrize("backend", ["cpu", "gpu"])
 def test_a_flag_that_states_vllms_default_is_the_same_engine(backend: str) -> None:
     """06's prefix-cache server is the one 04 left (kv-pressure): caching is vLLM's default."""
-    same = labs.profiles.same_engine
+    same = labs.serving.profiles.same_engine
     if backend == "cpu":
         assert same("kv-pressure", (), "prefix-cache", (), backend)
     else:  # on the GPU prefix-cache is naive plus the flag
@@ -117,4 +117,4 @@ def test_a_flag_that_states_vllms_default_is_the_same_engine(backend: str) -> No
 def test_an_engine_with_a_gateway_in_front_is_not_the_bare_engine() -> None:
     """gateway's engine has bounded's flags, but its port answers through the gateway."""
     assert PROFILES["gateway"].flags("cpu") == PROFILES["bounded"].flags("cpu")
-    assert not labs.profiles.same_engine("bounded", (), "gateway", (), "cpu")
+    assert not labs.serving.profiles.same_engine("bounded", (), "gateway", (), "cpu")

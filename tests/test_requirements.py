@@ -1,4 +1,5 @@
-"""README.md and both guides state the same machine requirements, the ones in labs.requirements."""
+"""README.md and both guides state the same machine requirements, the ones in
+labs.deploy.requirements."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from labs import requirements as req
+from labs.deploy import requirements as req
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", ROOT / "docs" / "instructor-guide.md",

@@ -24,14 +24,14 @@ import jsonschema
 import pytest
 import yaml
 
-from labs import cluster, infra
-from labs.profiles import PROFILES
+from labs.deploy import cluster, manifests
+from labs.serving.profiles import PROFILES
 
 import infra_schemas
 from test_infra import _blocks, _find, _render, _terraform, _workload
 
 ROOT = Path(__file__).resolve().parent.parent
-DP = infra.DATA_PARALLEL
+DP = manifests.DATA_PARALLEL
 
 
 def _objs() -> list[dict]:
@@ -39,11 +39,11 @@ def _objs() -> list[dict]:
 
 
 def _engines() -> dict:
-    return _workload(_objs(), infra.ENGINE_DEPLOYMENT)
+    return _workload(_objs(), manifests.ENGINE_DEPLOYMENT)
 
 
 def _router() -> dict:
-    return _workload(_objs(), infra.ROUTER)
+    return _workload(_objs(), manifests.ROUTER)
 
 
 def _containers(workload: dict) -> dict[str, dict]:
@@ -149,7 +149,7 @@ def test_the_epp_config_schema_rejects_what_the_epp_would(mutate) -> None:
 
 
 def test_the_epp_config_is_the_generated_one_and_uses_the_current_api() -> None:
-    assert _epp_config() == infra.epp_config()
+    assert _epp_config() == manifests.epp_config()
     assert _epp_config()["apiVersion"] == "llm-d.ai/v1alpha1"  # the deprecated group is not
 
 
@@ -171,17 +171,17 @@ def test_flow_control_is_on_with_the_concurrency_detector_gating_and_filtering()
 
 def test_max_concurrency_per_engine_is_the_engines_max_num_seqs() -> None:
     engine_args = _containers(_engines())["vllm"]["args"]
-    max_num_seqs = int(infra.flag_value(engine_args, "max-num-seqs", required=True))
+    max_num_seqs = int(manifests.flag_value(engine_args, "max-num-seqs", required=True))
     detector = _plugin(_epp_config(), "concurrency-detector")
     assert detector["parameters"]["maxConcurrency"] == max_num_seqs == 8
-    gateway_n = infra.flag_value(PROFILES["gateway"].gateway("gpu") or (), "max-in-flight",
+    gateway_n = manifests.flag_value(PROFILES["gateway"].gateway("gpu") or (), "max-in-flight",
                                  required=True)
     assert int(gateway_n) == max_num_seqs, "the course gateway's N, per engine"
 
 
 def test_request_ttl_is_the_gateways_max_queue_wait() -> None:
-    gateway = _workload(_render("gateway"), infra.GATEWAY_DEPLOYMENT)
-    wait = infra.flag_value(_containers(gateway)["gateway"]["args"], "max-queue-wait-s",
+    gateway = _workload(_render("gateway"), manifests.GATEWAY_DEPLOYMENT)
+    wait = manifests.flag_value(_containers(gateway)["gateway"]["args"], "max-queue-wait-s",
                            required=True)
     ttl = _epp_config()["flowControl"]["defaultRequestTTL"]
     assert _seconds(ttl) == float(wait) == 30
@@ -191,7 +191,7 @@ def test_the_queue_is_bounded_and_its_bytes_fit_the_epps_memory() -> None:
     flow = _epp_config()["flowControl"]
     (band,) = flow["priorityBands"]
     assert band["priority"] == 0  # requests without an InferenceObjective
-    assert int(band["maxRequests"]) == infra.router_queue_limit() == 8 * infra.GPU_POOL_MAX
+    assert int(band["maxRequests"]) == manifests.router_queue_limit() == 8 * manifests.GPU_POOL_MAX
     limit = _containers(_router())["epp"]["resources"]["limits"]["memory"]
     assert _mebibytes(flow["maxBytes"]) < _mebibytes(limit)
 
@@ -222,11 +222,11 @@ def test_keda_bounds_are_the_gpu_pools_autoscaler_bounds() -> None:
     (autoscaler,) = pool["autoscaler"]
     assert autoscaler == {"min": "${var.gpu_autoscaler_min}", "max": "${var.gpu_autoscaler_max}"}
     assert "node_count" not in pool, "a fixed count would fight the autoscaler"
-    scaled = _find(_objs(), "ScaledObject", infra.ENGINE_DEPLOYMENT)["spec"]
+    scaled = _find(_objs(), "ScaledObject", manifests.ENGINE_DEPLOYMENT)["spec"]
     assert scaled["maxReplicaCount"] == variables["gpu_autoscaler_max"]["default"]
     assert scaled["minReplicaCount"] == variables["gpu_autoscaler_min"]["default"]
-    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (infra.GPU_POOL_MIN,
-                                                                      infra.GPU_POOL_MAX)
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (manifests.GPU_POOL_MIN,
+                                                                      manifests.GPU_POOL_MAX)
 
 
 def test_one_engine_fills_one_gpu_node() -> None:
@@ -239,7 +239,7 @@ def test_one_engine_fills_one_gpu_node() -> None:
 
 
 def test_keda_scales_the_engines_on_the_routers_queue_in_engines_of_max_num_seqs() -> None:
-    scaled = _find(_objs(), "ScaledObject", infra.ENGINE_DEPLOYMENT)["spec"]
+    scaled = _find(_objs(), "ScaledObject", manifests.ENGINE_DEPLOYMENT)["spec"]
     target = scaled["scaleTargetRef"]
     engines = _engines()
     assert (target["apiVersion"], target["kind"], target["name"]) == (
@@ -247,17 +247,17 @@ def test_keda_scales_the_engines_on_the_routers_queue_in_engines_of_max_num_seqs
     assert "replicas" not in engines["spec"]
     (trigger,) = scaled["triggers"]
     assert trigger["type"] == "prometheus"
-    assert trigger["metadata"]["query"] == infra.SCALING_QUERY
+    assert trigger["metadata"]["query"] == manifests.SCALING_QUERY
     assert "llm_d_epp_flow_control_queue_size" in trigger["metadata"]["query"]
     assert 'namespace="llm"' in trigger["metadata"]["query"]
-    assert int(trigger["metadata"]["threshold"]) == infra.router_max_concurrency()
+    assert int(trigger["metadata"]["threshold"]) == manifests.router_max_concurrency()
     assert trigger["metadata"].get("metricType", "AverageValue") == "AverageValue"
     assert trigger["metadata"]["serverAddress"].startswith(
         "http://kube-prometheus-stack-prometheus.monitoring.svc:")
 
 
 def test_the_hpa_and_prometheus_adapter_path_is_gone() -> None:
-    kinds = {o["kind"] for overlay in infra.OVERLAY_NAMES for o in _render(overlay)}
+    kinds = {o["kind"] for overlay in manifests.OVERLAY_NAMES for o in _render(overlay)}
     assert "HorizontalPodAutoscaler" not in kinds
     assert not list((ROOT / "infra").rglob("prometheus-adapter*"))
     assert "helm install prometheus-adapter" not in (ROOT / "infra" / "README.md").read_text()
@@ -273,10 +273,10 @@ def test_the_epp_selects_exactly_the_engine_pods_on_their_port() -> None:
     objs = _objs()
     selected = [o["metadata"]["name"] for o in objs if o["kind"] in ("Deployment", "StatefulSet")
                 and _selects(selector, _pod_labels(o))]
-    assert selected == [infra.ENGINE_DEPLOYMENT]
+    assert selected == [manifests.ENGINE_DEPLOYMENT]
     assert selector.items() <= _engines()["spec"]["selector"]["matchLabels"].items()
     ports = {p["name"]: p["containerPort"] for p in _containers(_engines())["vllm"]["ports"]}
-    assert flags["endpoint-target-ports"] == str(ports["engine"]) == str(infra.ENGINE_PORT)
+    assert flags["endpoint-target-ports"] == str(ports["engine"]) == str(manifests.ENGINE_PORT)
     assert "pool-name" not in flags  # standalone without an InferencePool
 
 
@@ -285,13 +285,13 @@ def test_services_and_the_statefulset_point_at_the_pods_they_mean() -> None:
     engines, router = _engines(), _router()
     service = _find(objs, "Service", engines["spec"]["serviceName"])
     assert _selects(service["spec"]["selector"], _pod_labels(engines))
-    for name in ("llm-api", infra.ROUTER):
+    for name in ("llm-api", manifests.ROUTER):
         spec = _find(objs, "Service", name)["spec"]
         assert _selects(spec["selector"], _pod_labels(router))
         assert not _selects(spec["selector"], _pod_labels(engines))
     public = _find(objs, "Service", "llm-api")["spec"]["ports"][0]
     envoy_ports = {p["name"]: p["containerPort"] for p in _containers(router)["envoy"]["ports"]}
-    assert envoy_ports[public["targetPort"]] == infra.ROUTER_PORT
+    assert envoy_ports[public["targetPort"]] == manifests.ROUTER_PORT
 
 
 def test_envoy_hands_every_request_to_the_epp_beside_it_and_fails_closed() -> None:
@@ -299,8 +299,8 @@ def test_envoy_hands_every_request_to_the_epp_beside_it_and_fails_closed() -> No
     envoy_config = yaml.safe_load(_find(objs, "ConfigMap", "router-envoy")["data"]["envoy.yaml"])
     listeners = {lst["address"]["socket_address"]["port_value"]: lst
                  for lst in envoy_config["static_resources"]["listeners"]}
-    assert set(listeners) == {infra.ROUTER_PORT, 19001}
-    http = listeners[infra.ROUTER_PORT]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert set(listeners) == {manifests.ROUTER_PORT, 19001}
+    http = listeners[manifests.ROUTER_PORT]["filter_chains"][0]["filters"][0]["typed_config"]
     ext_proc = next(f for f in http["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")
     assert ext_proc["typed_config"]["failure_mode_allow"] is False
     clusters = {c["name"]: c for c in envoy_config["static_resources"]["clusters"]}
@@ -378,7 +378,7 @@ def test_the_epp_may_watch_pods_and_nothing_more() -> None:
     account = _find(objs, "ServiceAccount", pod["serviceAccountName"])
     binding = next(o for o in objs if o["kind"] == "RoleBinding"
                    and o["subjects"][0]["name"] == account["metadata"]["name"])
-    assert binding["subjects"][0]["namespace"] == infra.NAMESPACE
+    assert binding["subjects"][0]["namespace"] == manifests.NAMESPACE
     role = _find(objs, "Role", binding["roleRef"]["name"])
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"],
                               "verbs": ["get", "watch", "list"]}]
@@ -387,13 +387,13 @@ def test_the_epp_may_watch_pods_and_nothing_more() -> None:
 
 def test_images_are_the_current_llm_d_router_release_and_its_envoy() -> None:
     images = {name: c["image"] for name, c in _containers(_router()).items()}
-    assert images == {"epp": infra.EPP_IMAGE, "envoy": infra.ENVOY_IMAGE}
-    assert infra.EPP_IMAGE == "ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.10.0"
-    assert infra.ENVOY_IMAGE == "docker.io/envoyproxy/envoy:distroless-v1.33.2"
+    assert images == {"epp": manifests.EPP_IMAGE, "envoy": manifests.ENVOY_IMAGE}
+    assert manifests.EPP_IMAGE == "ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.10.0"
+    assert manifests.ENVOY_IMAGE == "docker.io/envoyproxy/envoy:distroless-v1.33.2"
 
 
 def test_the_routers_podmonitor_scrapes_the_epp_and_envoy() -> None:
-    monitor = _find(_objs(), "PodMonitor", infra.ROUTER)["spec"]
+    monitor = _find(_objs(), "PodMonitor", manifests.ROUTER)["spec"]
     assert _selects(monitor["selector"]["matchLabels"], _pod_labels(_router()))
     assert not _selects(monitor["selector"]["matchLabels"], _pod_labels(_engines()))
     paths = {e["port"]: e["path"] for e in monitor["podMetricsEndpoints"]}
@@ -441,15 +441,15 @@ def test_the_router_reaches_the_engines_and_nothing_else_does() -> None:
     objs = _objs()
     engine_labels, router_labels = _pod_labels(_engines()), _pod_labels(_router())
     allowed = _ingress_sources(objs, engine_labels)
-    assert ("pods", {"app.kubernetes.io/name": "router"}, infra.ENGINE_PORT) in allowed
+    assert ("pods", {"app.kubernetes.io/name": "router"}, manifests.ENGINE_PORT) in allowed
     monitoring = {"kubernetes.io/metadata.name": "monitoring"}
     for kind, peer, port in allowed:
-        assert port == infra.ENGINE_PORT, f"engines open on {port}"
+        assert port == manifests.ENGINE_PORT, f"engines open on {port}"
         if kind == "pods":  # same namespace: only the router's pods
             assert _selects(peer, router_labels)
             others = [o for o in objs if o["kind"] in ("Deployment", "StatefulSet")
                       and o is not _router() and _selects(peer, _pod_labels(o))]
-            assert not [o for o in others if o["metadata"]["name"] != infra.ROUTER], others
+            assert not [o for o in others if o["metadata"]["name"] != manifests.ROUTER], others
         else:
             assert (kind, peer) == ("namespace", monitoring), f"{kind} {peer} reaches the engines"
 
@@ -457,7 +457,7 @@ def test_the_router_reaches_the_engines_and_nothing_else_does() -> None:
 def test_the_router_takes_clients_on_its_listener_and_scrapes_from_prometheus_only() -> None:
     allowed = _ingress_sources(_objs(), _pod_labels(_router()))
     public = {port for kind, _, port in allowed if kind == "any"}
-    assert public == {infra.ROUTER_PORT}
+    assert public == {manifests.ROUTER_PORT}
     monitoring = {"kubernetes.io/metadata.name": "monitoring"}
     scraped = {port for kind, peer, port in allowed if kind == "namespace" and peer == monitoring}
     epp = {p["name"]: p["containerPort"] for p in _containers(_router())["epp"]["ports"]}
@@ -471,7 +471,7 @@ def test_the_router_takes_clients_on_its_listener_and_scrapes_from_prometheus_on
 
 
 def _all_services() -> list[tuple[str, dict]]:
-    found = [(overlay, o) for overlay in [*infra.OVERLAY_NAMES, "../monitoring"]
+    found = [(overlay, o) for overlay in [*manifests.OVERLAY_NAMES, "../monitoring"]
              for o in _render(overlay) if o["kind"] == "Service"]
     for path in (ROOT / "infra").rglob("*.yaml"):
         for doc in yaml.safe_load_all(path.read_text()):
@@ -483,7 +483,7 @@ def _all_services() -> list[tuple[str, dict]]:
 def test_no_loadbalancer_service_exists_without_the_nodebalancer_firewall() -> None:
     balancers = [(where, s) for where, s in _all_services()
                  if s.get("spec", {}).get("type") == "LoadBalancer"]
-    assert {where for where, _ in balancers} >= set(infra.OVERLAY_NAMES)
+    assert {where for where, _ in balancers} >= set(manifests.OVERLAY_NAMES)
     for where, service in balancers:
         value = service["metadata"].get("annotations", {}).get(cluster.FIREWALL_ANNOTATION)
         assert value is not None, f"{where}: {service['metadata']['name']} without a firewall"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import labs
-from labs import embedded, processes, server
+from labs.serving import cpu_model, processes, server
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
@@ -88,25 +88,25 @@ def test_stale_pid_file_is_ignored_and_removed(isolated: dict[str, str]) -> None
 
 
 def test_no_disk_space_for_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embedded.shutil, "disk_usage",
+    monkeypatch.setattr(cpu_model.shutil, "disk_usage",
                         lambda p: type("U", (), {"free": 10_000_000})())
     with pytest.raises(labs.ModelError) as err:
-        embedded.ensure_model(tmp_path / "models", log=lambda *_: None)
+        cpu_model.ensure_model(tmp_path / "models", log=lambda *_: None)
     assert "need 1.2 GB free" in str(err.value) and "LABS_HOME" in str(err.value)
-    assert not (tmp_path / "models" / embedded.MODEL_NAME).exists()
+    assert not (tmp_path / "models" / cpu_model.MODEL_NAME).exists()
 
 
 def test_model_folder_is_verified_on_reuse(tmp_path: Path) -> None:
-    built = embedded.model_dir(labs.Settings.from_env().models_dir)
-    assert embedded.verify(built), "the session's model folder should verify"
+    built = cpu_model.model_dir(labs.Settings.from_env().models_dir)
+    assert cpu_model.verify(built), "the session's model folder should verify"
     copy = tmp_path / "copy"
     copy.mkdir()
     for f in built.iterdir():
         if f.suffix != ".safetensors":
             (copy / f.name).write_bytes(f.read_bytes())
-    assert not embedded.verify(copy)  # a file the manifest lists is missing
+    assert not cpu_model.verify(copy)  # a file the manifest lists is missing
     (copy / "config.json").write_text("{}")
-    assert not embedded.verify(copy)
+    assert not cpu_model.verify(copy)
 
 
 def test_server_dying_during_startup_shows_the_log(

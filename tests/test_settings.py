@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from labs.servermodel import scheduler_defaults
+from labs.model.steps import scheduler_defaults
 
 
 def test_gpus_are_read_once_for_the_hardware_line_and_the_limits(monkeypatch):
     import subprocess
 
-    from labs import loadgen, settings
+    from labs import settings
+    from labs.load import loadgen
 
     calls = []
 

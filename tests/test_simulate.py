@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from cpu_calibrations import CPU_BOUNDED, CPU_KV_PRESSURE, CPU_NAIVE, FAST_CPU, SLOW_CPU
 
-from labs import simulate, sizing
 from labs.errors import ConfigError
-from labs.servermodel import ServerLimits
+from labs.model import simulate, sizing
+from labs.model.steps import ServerLimits
 from labs.workload import Burst, Closed, Poisson
 
 
@@ -96,7 +96,7 @@ def test_a_request_that_cannot_fit_is_refused_before_replaying():
 def test_a_gateway_that_admits_everyone_is_the_engine_alone() -> None:
     """One step loop (`simulate.take_step`) under both replays: with N above every request and
     nothing refused, 05's gateway replay is the plain replay, request for request."""
-    from labs import admission_runs
+    from labs.course import admission_runs
     from labs.workload import Poisson
 
     shape = Poisson(4.0, duration_s=10, seed=2)

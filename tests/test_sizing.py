@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from cpu_calibrations import CPU_KV_PRESSURE, CPU_NAIVE, FAST_CPU, SLOW_CPU
 
-from labs import predict, simulate, sizing
 from labs.errors import ConfigError
-from labs.servermodel import LinearSteps
+from labs.model import predict, simulate, sizing
+from labs.model.steps import LinearSteps
 from labs.workload import Poisson
 
 QWEN = "Qwen/Qwen2.5-7B-Instruct"

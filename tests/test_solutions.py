@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from labs import timebudget
+from labs.model import timebudget
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted(p for p in (ROOT / "solutions").glob("0*.ipynb") if p.stem != "00_smoke")

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from labs import stepsplit
 from labs.errors import ConfigError
-from labs.servermodel import LinearSteps, RooflineSteps
+from labs.model import stepsplit
+from labs.model.steps import LinearSteps, RooflineSteps
 
 # A calibrated CPU step: 47 ms fixed, 2.4 ms per sequence, 5.6 us per context token; a
 # 0.54 GB model read at 36 GB/s is 15 ms of the fixed part.
@@ -154,7 +154,7 @@ def test_impossible_splits_are_refused():
 def test_plot_draws_every_split():
     import matplotlib
     matplotlib.use("Agg")
-    from labs import plots
+    from labs.course import plots
 
     splits = stepsplit.course_splits(CPU, step_bytes=CPU_BYTES, bandwidth_gbs=CPU_GBS,
                                      operating_batch=64, context_tokens=64, card_steps=CARD,

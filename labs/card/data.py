@@ -1,7 +1,7 @@
 """Layer 1: a results folder -> a summary (a JSON-ready dict: values and series per section).
 
-`summarize` reads what notebooks 01-07 saved with `labs.experiments.save`; `load_summary` also
-reads a card.json made elsewhere, so a comparison never re-parses HTML. A notebook not run yet,
+`summarize` reads what notebooks 01-07 saved with `labs.experiments.save`; `load_summary`
+also reads a card.json made elsewhere, so a comparison never re-parses HTML. A notebook not run yet,
 a half-written file or a file from another schema version becomes a status and a message in the
 summary, never an exception; only "no results at all" is an error. No matplotlib here.
 """

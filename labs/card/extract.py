@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..analysis import find_cliff
-from ..results import load_sweep
+from ..results.analysis import find_cliff
+from ..results.records import load_sweep
 
 
 def _num(value: object) -> float | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import article
+from ..model import article
 from .data import has_data
 
 ARTICLE_COLOR = "0.35"

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import article
 from ..errors import ResultsError
+from ..model import article
 from .data import CARD_SCHEMA_VERSION, _labels, has_data
 from .plots import PLOTS, _png, _with_data
 from .sections import SECTIONS, Section
@@ -179,7 +179,7 @@ def render_html(summaries: Sequence[Mapping[str, Any]], *, images: bool = True) 
     body += [_section_html(s, summaries, labels, images) for s in SECTIONS]
     made = max(str(s.get("made_at", "")) for s in summaries)
     body.append(f"<footer>Made by <code>python -m labs card</code> at {_e(made)}. The article's "
-                "figures are in labs/article.py; each machine's numbers are in its card.json."
+                "figures are in labs/model/article.py; each machine's numbers are in its card.json."
                 "</footer>")
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n"

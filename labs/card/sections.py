@@ -1,8 +1,8 @@
 """The sections: what each notebook saved, which rows the card shows, and the article beside them.
 
 One `Section` per notebook 01-07, in page order. A `Row`'s key names a value its section's
-extractor (`labs.card.extract`) returns; its `article` is the figure from `labs.article` the card
-prints beside the measured one (None where the article published none).
+extractor (`labs.card.extract`) returns; its `article` is the figure from `labs.article` the
+card prints beside the measured one (None where the article published none).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import article
+from ..model import article
 from .extract import _admission, _batching, _capacity, _ceiling, _kv, _prefix, _provision
 
 ArticleValue = float | tuple[float, float] | str | None

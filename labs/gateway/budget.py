@@ -33,7 +33,7 @@ from typing import Any, TypeGuard
 
 import httpx
 
-from ..connections import ConnectionLeases
+from ..load.pool import ConnectionLeases
 from .answers import Rejected
 from .bound import tokenize_answer_cap
 from .config import GatewayConfig

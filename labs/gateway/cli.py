@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import ConfigError, PortInUse
-from ..startup import check_port_free
+from ..serving.startup import check_port_free
 from .app import create_app
 from .config import API_KEY_ENV, DEFAULT_PORT, GatewayConfig
 

@@ -1,5 +1,5 @@
 """The gateway as a supervised subprocess (tests, benchmarks): start, wait, stop, with the
-process supervisor the engine uses (labs.processes)."""
+process supervisor the engine uses (labs.serving.processes)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 
-from .. import processes
 from ..errors import GatewayError, PortInUse
-from ..startup import check_port_free, log_tail
+from ..serving import processes
+from ..serving.startup import check_port_free, log_tail
 from .cli import port_taken
 from .config import API_KEY_ENV, GatewayConfig
 

@@ -47,7 +47,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ..commands import SERVER_KEEP_ALIVE_S
+from ..serving.commands import SERVER_KEEP_ALIVE_S
 from .answers import error_body
 from .bound import READ_BYTES
 from .config import GatewayConfig

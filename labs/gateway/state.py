@@ -4,7 +4,7 @@
     admission   the FIFO of N running and M waiting (labs.gateway.admission)
     reads       the bytes of the bodies being read at once (labs.gateway.intake.BodyReads)
     metrics     its Prometheus metrics (labs.gateway.metrics)
-    upstream    a connection of its own for each upstream request (labs.connections)
+    upstream    a connection of its own for each upstream request (labs.load.pool)
     probes      the engine's /health, one at a time on one connection of its own, shared by
                 however many /readyz and /health requests arrive meanwhile; /version asked
                 the same way and remembered once it answered 200
@@ -29,7 +29,7 @@ import httpx
 from starlette.datastructures import Headers
 from starlette.types import Send
 
-from ..connections import ONE_CONNECTION, ConnectionLeases
+from ..load.pool import ONE_CONNECTION, ConnectionLeases
 from . import answers, intake, retry
 from .admission import Admission
 from .answers import Rejected
@@ -86,7 +86,7 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig, client: httpx.AsyncClient | None = None) -> None:
         self.config = config
-        # A connection of its own for each upstream request (labs.connections says why):
+        # A connection of its own for each upstream request (labs.load.pool says why):
         # admission bounds the generation requests, body reads the /tokenize counts.
         self.upstream = (ConnectionLeases.sharing(client) if client is not None else
                          ConnectionLeases(timeout=httpx.Timeout(config.request_timeout_s)))

@@ -1,0 +1,3 @@
+"""What a notebook shows and asks: measurement recipes, checks, lessons, predictions, exercises,
+plots, diagrams, tables, the docs' numbers.
+"""

@@ -1,0 +1,2 @@
+"""Compose and Kubernetes manifests, clusters, requirements, Grafana dashboards.
+"""

@@ -1,0 +1,2 @@
+"""What the engine says about itself: the Prometheus scrape and sampler, the live widgets.
+"""
