@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..settings import Settings, gpu_present
+from ...errors import ConfigError
+from ...settings import Settings, gpu_present
 
 GB = 1e9  # decimal, as datasheets use
 
