@@ -15,6 +15,10 @@ multiplication is `labs.model.steps.ServerLimits.pool_tokens`, of the pool a ser
 GB here is decimal (1e9 bytes) and GB/s is 1e9 bytes/s, as on every GPU datasheet.
 Weights are counted from safetensors headers (no tensor is loaded) or from a Hugging Face
 config; the counting covers Llama/Qwen2/Qwen3/Mistral-style dense decoders with GQA.
+
+Its modules: `anatomy` (dtypes, parameter and KV counting, safetensors headers, finding a
+model's files), `arithmetic` (the ceiling), `datasheets` (GPUs), `bandwidth` (the
+measurement) and `cli` (`python -m labs ceiling`).
 """
 
 from __future__ import annotations
@@ -22,25 +26,16 @@ from __future__ import annotations
 from .anatomy import (
     DTYPE_BYTES,
     GB,
-    GPUS,
     KNOWN_MODELS,
-    BandwidthMeasurement,
-    GpuProfile,
     ModelSize,
     WeightFiles,
-    add_cli,
     bytes_per_param,
-    bytes_per_step,
-    ceiling_report,
     config_dtype,
     count_parameters,
-    decode_ceiling_tok_s,
-    get_gpu,
     head_dim,
     hf_cache_folder,
     kv_bytes_per_token,
     kv_heads,
-    measure_bandwidth,
     model_config,
     model_folder,
     model_size,
@@ -49,6 +44,10 @@ from .anatomy import (
     step_bytes_of,
     weight_bytes_from_config,
 )
+from .arithmetic import bytes_per_step, ceiling_report, decode_ceiling_tok_s
+from .bandwidth import BandwidthMeasurement, measure_bandwidth
+from .cli import add_cli
+from .datasheets import GPUS, GpuProfile, get_gpu
 
 __all__ = [
     "GB", "DTYPE_BYTES", "KNOWN_MODELS", "GPUS", "GpuProfile", "get_gpu", "bytes_per_param",
