@@ -21,7 +21,7 @@ import pytest
 from labs import Burst, Workload, card
 from labs.__main__ import main
 from labs.errors import ResultsError
-from labs.model import article
+from labs.model import article, cost
 from labs.results.records import RequestRecord, RunResult, save_sweep
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results_cpu"
@@ -154,6 +154,29 @@ def test_a_plan_saved_before_the_arrival_rate_sizing_still_reads(cpu: Path) -> N
     arrival = _row(page, "  replicas by arrival rate (Little&#x27;s law)")
     assert arrival == "<td>—</td><td>—</td>"
     assert _row(page, "  replicas, every user always in flight") == "<td>32</td><td>—</td>"
+
+
+def test_another_user_count_in_07_still_fills_the_replicas_rows(cpu: Path) -> None:
+    """07's plan rows come from `cost.summary_row`, whose keys do not name the users: with
+    1,234 users instead of 500, the card shows the new replica counts, not blanks."""
+    doc = json.loads((cpu / "07_capacity_and_cost.json").read_text())
+    rows = doc["findings"]["plan"]
+    here = next(r for r in rows if r["setup"] == "this machine")
+    point = {"concurrency": here["users per replica"], "agg_tok_s": here["aggregate tok/s"],
+             "per_user_tok_s": here["per-user tok/s"], "ttft_s_p95": here["p95 TTFT (s)"]}
+    inputs = dict(users=1234, usd_per_hour=here["USD/hour"], api_usd_per_million=1.0,
+                  source=here["numbers"], output_tokens=64, think_s=here["think time (s)"])
+    new_here = cost.summary_row("this machine", point, **inputs)
+    _edit(cpu, "07_capacity_and_cost",
+          findings__plan=[new_here if r is here else r for r in rows])
+    values = card.summarize(cpu)["sections"]["capacity"]["values"]
+    assert values["users"] == 1234
+    assert values["replicas"] == cost.replicas_needed(1234, point["concurrency"])
+    assert values["replicas"] > 32  # more users than the fixture's 500: more replicas
+    assert values["replicas_by_arrival"] == new_here["replicas, by arrival rate"]
+    page = card.render_html([card.summarize(cpu)], images=False)
+    assert _row(page, "  replicas, every user always in flight").startswith(
+        f"<td>{values['replicas']:.0f}</td>")
 
 
 def test_article_column_is_labs_article(cpu: Path) -> None:
