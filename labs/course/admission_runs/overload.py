@@ -14,21 +14,21 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import ConfigError
-from ..load.loadgen import run_sync
-from ..model import article
-from ..model.kvwait import plan
-from ..model.simulate import Engine, SimRequest, check_request, replay, take_step
-from ..model.steps import ServerLimits, with_flags
-from ..observe.metrics import MetricsSampler
-from ..results.records import SLO, percentile
-from ..serving import profiles
-from ..serving.connect import connect
-from ..serving.profiles import flag_value
-from ..serving.server import ensure_server, running_server
-from ..settings import Settings
-from ..workload import Burst, Closed, Poisson, Workload
-from .tables import show
+from ...errors import ConfigError
+from ...load.loadgen import run_sync
+from ...model import article
+from ...model.kvwait import plan
+from ...model.simulate import Engine, SimRequest, check_request, replay, take_step
+from ...model.steps import ServerLimits, with_flags
+from ...observe.metrics import MetricsSampler
+from ...results.records import SLO, percentile
+from ...serving import profiles
+from ...serving.connect import connect
+from ...serving.profiles import flag_value
+from ...serving.server import ensure_server, running_server
+from ...settings import Settings
+from ...workload import Burst, Closed, Poisson, Workload
+from ..tables import show
 
 TOO_LONG = 1.25  # the too-long prompt, as a multiple of max_model_len
 
