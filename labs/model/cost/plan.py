@@ -39,11 +39,11 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import ConfigError, ServerError
-from ..serving.profiles import get_profile
-from ..settings import Settings
-from ..workload import Burst, Closed, Workload
-from .simulate import replay
+from ...errors import ConfigError, ServerError
+from ...serving.profiles import get_profile
+from ...settings import Settings
+from ...workload import Burst, Closed, Workload
+from ..simulate import replay
 
 SECONDS_PER_HOUR = 3600
 HOURS_PER_MONTH = 730  # 8,760 hours a year / 12: what cloud price sheets bill a month as
@@ -404,9 +404,9 @@ def measure_cold_start(profile: str = "naive", settings: Any = None) -> tuple[
     answers), `start_to_first_token_s` (until one request's first token arrives), and
     `enforce_eager` (a start that compiles nothing). (None, []) when LABS_BASE_URL names a
     server this notebook cannot restart."""
-    from ..load import loadgen  # heavy: httpx only for the live cold start
-    from ..serving.connect import connect  # heavy: httpx only for the live cold start
-    from ..serving.server import ensure_server, stop  # heavy: httpx only for the live cold start
+    from ...load import loadgen  # heavy: httpx only for the live cold start
+    from ...serving.connect import connect  # heavy: httpx only for the live cold start
+    from ...serving.server import ensure_server, stop  # heavy: httpx only for the live cold start
 
     settings = settings or Settings.from_env()
     if settings.base_url_override:

@@ -1,0 +1,56 @@
+"""Capacity and cost arithmetic (the package `labs.cost`): every name is re-exported here, so
+importers write `from labs.model import cost` and `cost.<name>` as before."""
+
+from __future__ import annotations
+
+from .plan import (
+    API_USD_PER_MILLION,
+    ARTICLE_CARD_USD_PER_HOUR,
+    CPU_USD_PER_HOUR,
+    HOURS_PER_MONTH,
+    LINK_GBIT_S,
+    READING_WORDS_PER_S,
+    SECONDS_PER_HOUR,
+    SEED_GPU_USD_PER_HOUR,
+    THINK_S,
+    TOKENS_PER_WORD,
+    TTFT_MULTIPLE,
+    USERS,
+    Input,
+    SweepSize,
+    Target,
+    arrival_rate_rps,
+    arrivals_during,
+    break_even_utilisation,
+    cost_per_million_tokens,
+    download_s,
+    gpu_price,
+    in_flight,
+    inputs_table,
+    judged,
+    measure_cold_start,
+    monthly_cost,
+    operating_point,
+    priced,
+    reading_speed_tok_s,
+    replicas_by_arrival,
+    replicas_needed,
+    replicas_table,
+    summary_row,
+    sweep_seconds,
+    sweep_sizes,
+    this_machine_price,
+    time_in_system_s,
+)
+
+__all__ = [
+    "Input", "inputs_table", "Target", "judged", "operating_point", "priced",
+    "reading_speed_tok_s", "replicas_needed", "cost_per_million_tokens",
+    "time_in_system_s", "arrival_rate_rps", "in_flight", "replicas_by_arrival", "replicas_table",
+    "break_even_utilisation", "monthly_cost", "arrivals_during", "download_s",
+    "gpu_price", "this_machine_price", "summary_row", "measure_cold_start",
+    "SweepSize", "sweep_sizes", "sweep_seconds",
+    "TTFT_MULTIPLE", "READING_WORDS_PER_S", "TOKENS_PER_WORD", "USERS", "THINK_S",
+    "ARTICLE_CARD_USD_PER_HOUR", "API_USD_PER_MILLION", "CPU_USD_PER_HOUR", "LINK_GBIT_S",
+    "SEED_GPU_USD_PER_HOUR", "SECONDS_PER_HOUR", "HOURS_PER_MONTH",
+]
