@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 API_KINDS = ("chat", "completions")
 
