@@ -18,19 +18,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError
-from ..load.loadgen import run_sync, sweep
-from ..model.simulate import predict_closed, replay
-from ..model.simulate import static_vs_continuous as replayed
+from ...errors import ConfigError
+from ...load.loadgen import run_sync, sweep
+from ...model.simulate import predict_closed, replay
+from ...model.simulate import static_vs_continuous as replayed
 
 # Pure analysis lives in labs.results.analysis; notebooks 03 and 03b call these two from here.
-from ..results.analysis import find_cliff as find_cliff
-from ..results.analysis import rate_knee as rate_knee
-from ..results.records import SLO, RunResult, load_sweep, save_sweep, sweep_frame
-from ..serving.connect import Connection, connect
-from ..serving.server import running_server
-from ..settings import Settings
-from ..workload import Burst, Closed, Poisson, Shape, Workload, in_batches
+from ...results.analysis import find_cliff as find_cliff
+from ...results.analysis import rate_knee as rate_knee
+from ...results.records import SLO, RunResult, load_sweep, save_sweep, sweep_frame
+from ...serving.connect import Connection, connect
+from ...serving.server import running_server
+from ...settings import Settings
+from ...workload import Burst, Closed, Poisson, Shape, Workload, in_batches
 
 
 @dataclass(frozen=True)
@@ -310,7 +310,7 @@ def plot_admission(table: pd.DataFrame, baseline_ttft_s: float, meta: dict[str, 
     """p95 TTFT of served requests (against the baseline) and what was shed, per setup."""
     import matplotlib.pyplot as plt  # heavy: matplotlib only when plotting
 
-    from .plots import where  # heavy: matplotlib only when plotting
+    from ..plots import where  # heavy: matplotlib only when plotting
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
     fig.suptitle("One overload, every setup", fontsize=12)
@@ -338,7 +338,7 @@ def run_through_gateway(max_in_flight: int, max_queue: int, shape: Shape, worklo
                         *, max_queue_wait_s: float = 30.0) -> RunResult:
     """Start a gateway with these limits in front of the running gateway profile's engine,
     on a free port, run `shape` through it, and stop it again."""
-    from .. import gateway as gw  # heavy: starlette and uvicorn only for a gateway run
+    from ... import gateway as gw  # heavy: starlette and uvicorn only for a gateway run
 
     record = running_server()
     if record is None or record.engine_url is None:
