@@ -1,47 +1,53 @@
-"""Notebook 05's closing runs: 04's KV-exhausting burst under the article's two engine flags
-(the bounded engine behind the running `gateway` profile, reached directly) and under the
-gateway, plus one prompt longer than max_model_len; the overload's setups, their runs and
-predictions, sized to the notebook's time budget; and the tables the notebook shows.
-No server is started: the `gateway` profile's engine *is* the `bounded` profile, so both
-setups are one server.
+"""Notebook 05's runs: 04's KV-exhausting burst under the article's two engine flags (the
+bounded engine behind the running `gateway` profile, reached directly) and under the gateway,
+plus one prompt longer than max_model_len; the overload's setups, their predictions and runs,
+sized to the notebook's time budget; and the tables the notebook shows. No server is started:
+the `gateway` profile's engine *is* the `bounded` profile, so both setups are one server.
+
+Its modules: `burst` (the closing burst, the too-long prompt, the engine reached directly),
+`forecast` (a gateway predicted step by step), `overload` (the setups, their predictions,
+the sizing and the runs) and `tables` (what the notebook shows).
 """
 
 from __future__ import annotations
 
+from .burst import (
+    TOO_LONG,
+    burst_table,
+    caps_against_pool,
+    closing_burst,
+    engine_connection,
+    run_burst,
+    too_long,
+)
+from .forecast import GatewayForecast, predict_gateway
 from .overload import (
     OVERLOAD_SHARE as OVERLOAD_SHARE,
 )
 from .overload import (
     RUN_ORDER,
     SETUPS,
-    TOO_LONG,
-    GatewayForecast,
     Setup,
-    burst_forecast,
-    burst_table,
     capacity_seconds,
-    caps_against_pool,
-    caps_findings,
-    closing_burst,
-    engine_connection,
     gateway_slots,
-    goodput_by_slo,
     in_table_order,
-    model_check,
     overload_candidates,
-    overload_findings,
     overload_seconds,
-    overload_table,
     plan_overload,
-    predict_gateway,
     predict_setups,
-    predicted_table,
     profile_limits,
+    run_overload,
+)
+from .tables import (
+    burst_forecast,
+    caps_findings,
+    goodput_by_slo,
+    model_check,
+    overload_findings,
+    overload_table,
+    predicted_table,
     profiles_table,
     queue_findings,
-    run_burst,
-    run_overload,
-    too_long,
     too_long_table,
 )
 
