@@ -2,10 +2,10 @@
 
 A server is one or two process groups (vLLM's, and the gateway's with a gateway profile),
 started and stopped by `labs.serving.processes`. Its pids, their start times, its profile and URL
-are written to `<LABS_HOME>/run/port-<PORT>/server.json`, next to `server.log`, so that
-`python -m labs stop` in another shell, or the next notebook, can find it. We only ever
-signal a pid that the file names, whose start time still matches, and whose command line is
-still what we started.
+are written to `<LABS_HOME>/run/port-<PORT>/server.json` (`labs.serving.record`), next to
+`server.log`, so that `python -m labs stop` in another shell, or the next notebook, can find
+it. We only ever signal a pid that the file names, whose start time still matches, and whose
+command line is still what we started.
 
 The record is owned: it is deleted by the server object that wrote it, by `python -m labs
 stop`, or when every process it names (the gateway included) is gone, never because the
@@ -27,13 +27,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
-import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 
@@ -51,6 +50,16 @@ from .commands import (
 )
 from .processes import spawn_logged
 from .profiles import DEFAULT_PROFILE, get_profile, same_engine
+from .record import (
+    GATEWAY_MODULE,
+    ServerRecord,
+    log_path,
+    read_record,
+    record_path,
+    running_server,
+    setup_name,
+    write_record,
+)
 from .startup import (
     check_port_free,
     default_start_timeout,
@@ -61,7 +70,7 @@ from .startup import (
 )
 
 # The names other modules, tests and notebooks reach through labs.server (some now live in
-# labs.serving.commands and labs.serving.startup, which it re-exports).
+# labs.serving.commands, labs.serving.record and labs.serving.startup, which it re-exports).
 __all__ = [
     "API_SERVER_MODULE", "GATEWAY_MODULE", "OWNER_ENV", "SERVER_KEEP_ALIVE_S", "ServerRecord",
     "State", "VLLMServer", "check_port_free", "default_owner", "default_start_timeout",
@@ -70,105 +79,7 @@ __all__ = [
     "served_model_name", "spawn_logged", "start_lock", "stop", "stop_group", "wait_healthy",
 ]
 
-GATEWAY_MODULE = "labs.gateway"
 OWNER_ENV = "LABS_OWNER_PID"  # the process that owns the servers ensure_server starts
-
-
-@dataclass(frozen=True)
-class ServerRecord:
-    """What the pid file says about a running server."""
-
-    pid: int
-    pgid: int
-    profile: str
-    backend: str
-    base_url: str
-    served_model: str
-    model_path: str
-    log_path: str
-    started_at: float
-    # With a gateway profile: the gateway answers on base_url, the engine on engine_url.
-    engine_url: str | None = None
-    gateway_pid: int | None = None
-    gateway_log_path: str | None = None
-    # Start times (labs.serving.processes.start_time) pin each pid to the process we started.
-    pid_started: int | None = None
-    gateway_started: int | None = None
-    owner_pid: int | None = None  # whose death stops it (None: stopped only by `labs stop`)
-    watchdog_pid: int | None = None
-    # Engine flags beyond the profile's (notebook 05 derives one from a measurement).
-    extra_flags: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "extra_flags", tuple(self.extra_flags))  # a list in JSON
-
-    @property
-    def setup(self) -> str:
-        """The profile, and any extra flags: what `ensure_server` compares to reuse it."""
-        return setup_name(self.profile, self.extra_flags)
-
-    def engine_running(self) -> bool:
-        return processes.is_running(self.pid, API_SERVER_MODULE, self.pid_started)
-
-    def gateway_running(self) -> bool:
-        return self.gateway_pid is not None and processes.is_running(
-            self.gateway_pid, GATEWAY_MODULE, self.gateway_started)
-
-    @property
-    def api_url(self) -> str:
-        return self.base_url + "/v1"
-
-    @property
-    def metrics_url(self) -> str:
-        """Where the *engine's* /metrics is (behind a gateway, not the public URL)."""
-        return self.engine_url or self.base_url
-
-
-def setup_name(profile: str, extra_flags: tuple[str, ...] = ()) -> str:
-    """A server's profile and any engine flags beyond it, as one name (`ServerRecord.setup`)."""
-    return " ".join((profile, *extra_flags))
-
-
-# --------------------------------------------------------------------------------------------
-# The pid file
-
-
-def _record_path(settings: Settings) -> Path:
-    return settings.run_dir / "server.json"
-
-
-def log_path(settings: Settings) -> Path:
-    return settings.run_dir / "server.log"
-
-
-def _read_record(settings: Settings) -> ServerRecord | None:
-    path = _record_path(settings)
-    try:
-        return ServerRecord(**json.loads(path.read_text()))
-    except FileNotFoundError:
-        return None
-    except (ValueError, TypeError):
-        path.unlink(missing_ok=True)  # unreadable: nobody can act on it
-        return None
-
-
-def running_server(settings: Settings | None = None) -> ServerRecord | None:
-    """The server recorded for this port while any process it names still runs.
-
-    The file is removed only when every one is gone: an engine that died while its gateway
-    still holds the public port is still a server to report and to stop (with its dead
-    engine's pid kept so `stop` can be told apart). A gateway pid that no longer runs our
-    gateway is dropped from the answer, so nobody signals a recycled pid.
-    """
-    settings = settings or Settings.from_env()
-    record = _read_record(settings)
-    if record is None:
-        return None
-    engine, gateway = record.engine_running(), record.gateway_running()
-    if not engine and not gateway:
-        _record_path(settings).unlink(missing_ok=True)
-        return None
-    return record if gateway or record.gateway_pid is None else replace(record, gateway_pid=None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,17 +167,14 @@ class VLLMServer:
 
     def _write_record(self) -> None:
         assert self.record is not None
-        path = _record_path(self.settings)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(self.record), indent=2))
-        temporary.replace(path)  # whole or absent, never half-written, for its readers
+        write_record(self.settings, self.record)
 
     def _start_watchdog(self) -> None:
         """Stop this server when its owner dies, however it dies (labs.serving.processes)."""
         if self.owner_pid is None:
             return
         assert self.record is not None
-        dog = processes.start_watchdog(self.owner_pid, _record_path(self.settings),
+        dog = processes.start_watchdog(self.owner_pid, record_path(self.settings),
                                        self.record.pgid,
                                        self.settings.run_dir / "watchdog.log")
         if dog is not None:
@@ -293,10 +201,10 @@ class VLLMServer:
         if self.state is not State.RUNNING or self.record is None:
             return
         stop_group(self.record, self._proc, self._gateway)
-        on_disk = _read_record(self.settings)
+        on_disk = read_record(self.settings)
         if on_disk is not None and (on_disk.pid, on_disk.pid_started) == (
                 self.record.pid, self.record.pid_started):
-            _record_path(self.settings).unlink(missing_ok=True)
+            record_path(self.settings).unlink(missing_ok=True)
         self.state = State.STOPPED
 
     def __enter__(self) -> VLLMServer:
@@ -395,7 +303,7 @@ def stop(settings: Settings | None = None) -> ServerRecord | None:
     if record is None:
         return None
     stop_group(record)
-    _record_path(settings).unlink(missing_ok=True)
+    record_path(settings).unlink(missing_ok=True)
     return record
 
 
