@@ -178,6 +178,6 @@ def test_a_failing_cell_is_named(tmp_path: Path) -> None:
     kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path.write_text(json.dumps({"cells": cells, "metadata": {"kernelspec": kernel},
                                 "nbformat": 4, "nbformat_minor": 5}))
-    failure = coursedocs._execute(path, cell_timeout_s=120)
+    failure = coursedocs.execute_notebook(path, cell_timeout_s=120)
     assert failure is not None and failure.startswith("cell 1 (`raise ValueError('boom')`)")
     assert "ValueError: boom" in failure

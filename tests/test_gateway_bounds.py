@@ -28,7 +28,7 @@ import uvicorn
 from labs.gateway import GatewayConfig, GatewayServer, create_app, memory_bound
 from labs.gateway import bound as bound_module
 from labs.gateway import state as gateway_state
-from labs.gateway.cli import _parser, config_from
+from labs.gateway.cli import build_parser, config_from
 
 UP = "http://upstream"
 KEY = "test-key"
@@ -745,13 +745,13 @@ def test_the_parse_term_covers_the_worst_json_shapes(item: str) -> None:
 
 
 def test_the_new_limits_are_flags_and_travel_with_the_config() -> None:
-    args = _parser().parse_args(["--upstream", UP, "--max-connections=7",
+    args = build_parser().parse_args(["--upstream", UP, "--max-connections=7",
                                  "--max-header-bytes=2048", "--header-timeout-s=1.5",
                                  "--max-body-reads=3"])
     c = config_from(args)
     assert (c.max_connections, c.max_header_bytes, c.header_timeout_s,
             c.max_body_reads) == (7, 2048, 1.5, 3)
-    assert config_from(_parser().parse_args(c.to_args())) == c
+    assert config_from(build_parser().parse_args(c.to_args())) == c
 
 
 # --------------------------------------------------------------------------------------------

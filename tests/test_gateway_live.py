@@ -178,7 +178,7 @@ def test_hostile_clients_get_documented_answers_and_nothing_admitted_is_lost(
     (its flags, and the course's key checked by the gateway itself)."""
     settings = labs.Settings.from_env()
     flags = labs.get_profile("gateway").gateway(settings.backend)
-    args = gw._parser().parse_args([*flags, f"--upstream={engine.base_url}"])
+    args = gw.build_parser().parse_args([*flags, f"--upstream={engine.base_url}"])
     config = replace(gw.cli.config_from(args), api_key=settings.api_key)
     port = free_port()
     proc = gw.start_gateway_process(config, port, tmp_path / "gateway.log")

@@ -328,9 +328,9 @@ def test_gateway_flags_are_identical_in_compose_and_k8s(name: str) -> None:
 
 
 def _gateway_parser():
-    from labs.gateway import _parser
+    from labs.gateway import build_parser
 
-    return _parser()
+    return build_parser()
 
 
 # --------------------------------------------------------------------------------------------

@@ -121,9 +121,9 @@ def test_the_table_shows_the_model_against_the_measurement() -> None:
 
 
 def test_counts_stay_counts_and_small_numbers_keep_three_figures() -> None:
-    assert predictions._fmt(16.0) == "16" and predictions._fmt(1536) == "1,536"
-    assert predictions._fmt(0.36) == "0.360" and predictions._fmt(8.68) == "8.68"
-    assert predictions._fmt(None) == "—"
+    assert predictions.format_number(16.0) == "16" and predictions.format_number(1536) == "1,536"
+    assert predictions.format_number(0.36) == "0.360" and predictions.format_number(8.68) == "8.68"
+    assert predictions.format_number(None) == "—"
 
 
 # --- the notebooks' prediction cells --------------------------------------------------------------

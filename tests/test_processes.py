@@ -72,7 +72,7 @@ def test_a_record_is_kept_while_its_gateway_holds_the_port(settings: Settings, s
     record = server.running_server(settings)
     assert record is not None and record.gateway_pid == gateway.pid
     assert not record.engine_running() and record.gateway_running()
-    assert "has exited" in server._already_running(record)
+    assert "has exited" in server.already_running_message(record)
     assert server.stop(settings) is not None  # `labs stop` still finds and stops the gateway
     assert not processes.group_alive(gateway.pid)
     assert server.running_server(settings) is None

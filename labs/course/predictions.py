@@ -57,9 +57,9 @@ class Scored:
         rows = [("you", self.mine, mine_note),
                 ("model", self.model, _relative(self.model, self.measured)),
                 ("measured", self.measured, "" if self.measured is not None else "not measured")]
-        width = max(len(_fmt(v)) for _, v, _ in rows)
+        width = max(len(format_number(v)) for _, v, _ in rows)
         lines = [f"Prediction: {self.what}"]
-        lines += [f"  {label:<9}{_fmt(value):>{width}}   {note}".rstrip()
+        lines += [f"  {label:<9}{format_number(value):>{width}}   {note}".rstrip()
                   for label, value, note in rows]
         lines += textwrap.wrap(self.verdict, WIDTH, initial_indent="  ", subsequent_indent="    ")
         return "\n".join(lines)
@@ -99,8 +99,8 @@ def _judge(what: str, mine: object, model: float | None, measured: float | None,
     side: Direction = "high" if number > measured else "low"
     hint = high if side == "high" else low
     if number <= 0 or measured <= 0:  # a ratio of these says nothing: give the difference
-        return done(f"❌ {_fmt(abs(number - measured))} too {side} (zero or negative numbers "
-                    f"have no factor). You guessed {side}: {hint}", number, None, side)
+        return done(f"❌ {format_number(abs(number - measured))} too {side} (zero or negative "
+                    f"numbers have no factor). You guessed {side}: {hint}", number, None, side)
     factor = max(number / measured, measured / number)
     closer = _closer(factor, model, measured)
     if factor <= RIGHT_ON:
@@ -146,7 +146,9 @@ def _times(factor: float) -> str:
     return f"{factor:.2f}x" if factor < 10 else f"{factor:,.0f}x"
 
 
-def _fmt(value: float | None) -> str:
+def format_number(value: float | None) -> str:
+    """A number as the score table shows it: a count with thousands separators, a measurement
+    to about three significant digits, a missing one as a dash."""
     if value is None:
         return "—"
     size = abs(value)

@@ -60,7 +60,7 @@ from .admission import SHED_REASONS, Admission, Shed
 from .answers import error_body
 from .app import ADMITTED_PATHS, create_app
 from .bound import MemoryBound, memory_bound
-from .cli import _parser, main, serve
+from .cli import build_parser, main, serve
 from .config import API_KEY_ENV, DEFAULT_PORT, GatewayConfig
 from .metrics import DISCONNECT_STAGES, REJECT_REASONS, GatewayMetrics
 from .process import start_gateway_process, stop_gateway_process, wait_gateway_healthy
@@ -72,5 +72,5 @@ __all__ = [
     "Gateway", "GatewayConfig", "GatewayMetrics", "GatewayServer", "MemoryBound",
     "REJECT_REASONS", "SHED_REASONS", "Shed", "create_app", "error_body", "main",
     "memory_bound", "serve", "start_gateway_process", "stop_gateway_process",
-    "wait_gateway_healthy", "_parser",
+    "wait_gateway_healthy", "build_parser",
 ]

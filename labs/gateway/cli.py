@@ -29,7 +29,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `python -m labs.gateway --help`)\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The gateway's command line (`python -m labs.gateway --help`), one flag a GatewayConfig
+    field; tests and the k8s manifests' check parse with it too."""
     defaults = GatewayConfig("http://default")
     p = _Parser(prog="python -m labs.gateway",
                 description="Bounded-admission gateway in front of a vLLM server. With "
@@ -88,7 +90,7 @@ def config_from(args: argparse.Namespace) -> GatewayConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         config = config_from(args)
     except ConfigError as exc:

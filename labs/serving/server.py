@@ -73,6 +73,7 @@ from .startup import (
 # labs.serving.commands, labs.serving.record and labs.serving.startup, which it re-exports).
 __all__ = [
     "API_SERVER_MODULE", "GATEWAY_MODULE", "OWNER_ENV", "SERVER_KEEP_ALIVE_S", "ServerRecord",
+    "already_running_message",
     "State", "VLLMServer", "check_port_free", "default_owner", "default_start_timeout",
     "engine_command", "engine_env", "ensure_server", "free_port", "gateway_command",
     "gateway_env", "likely_cause", "log_path", "log_tail", "running_server", "serve",
@@ -126,7 +127,7 @@ class VLLMServer:
         with start_lock(s):
             existing = running_server(s)
             if existing:
-                raise ServerAlreadyRunning(_already_running(existing))
+                raise ServerAlreadyRunning(already_running_message(existing))
             gateway_flags = self.profile.gateway(s.backend)
             # Behind a gateway the engine takes the next port and the gateway the public one.
             engine_settings = replace(s, port=s.port + 1) if gateway_flags else s
@@ -232,7 +233,9 @@ class VLLMServer:
                 f"url={self.base_url!r})")
 
 
-def _already_running(record: ServerRecord) -> str:
+def already_running_message(record: ServerRecord) -> str:
+    """What `start` says when this port is taken by a course server: which one, and what to do
+    (a gateway whose engine has died says so, since `/health` still answers)."""
     if not record.engine_running():
         return (f"the gateway of a {record.profile!r} server (pid {record.gateway_pid}) still "
                 f"holds {record.base_url}, but its vLLM engine (pid {record.pid}) has exited "

@@ -61,7 +61,7 @@ from .regions import (
     region_total_compute,
     write,
 )
-from .runner import _execute, cpu_description, run
+from .runner import cpu_description, execute_notebook, run
 from .runresults import (
     LEGACY_SOURCE,
     NOT_MEASURED,
@@ -107,7 +107,7 @@ __all__ = [
     # references
     "Reference", "REFERENCES", "write_references",
     # runner
-    "cpu_description", "run", "_execute",
+    "cpu_description", "run", "execute_notebook",
     # cli
     "main",
 ]

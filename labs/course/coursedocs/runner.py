@@ -21,7 +21,7 @@ def cpu_description() -> str:
     return f"{os.cpu_count()} x {cpu_model() or 'unknown CPU'} ({cpu_signature()})"
 
 
-def _execute(path: Path, cell_timeout_s: float) -> str | None:
+def execute_notebook(path: Path, cell_timeout_s: float) -> str | None:
     """Run one notebook in a fresh kernel, cell by cell, in memory (nothing is written back).
     Returns None when every cell ran, else what failed and where."""
     import nbformat  # heavy: nbformat only when notebooks are run
@@ -72,7 +72,7 @@ def run(scale: str, only: Sequence[str] = (), cell_timeout_s: float = 1800,
         for path in paths:
             print(f"running {path.stem} at {scale} size ...", flush=True)
             start = time.perf_counter()
-            failure = _execute(path, cell_timeout_s)
+            failure = execute_notebook(path, cell_timeout_s)
             wall_s = time.perf_counter() - start
             record[path.stem] = {"wall_s": wall_s, "ok": failure is None, "scale": scale,
                                  "cpu": cpu, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
