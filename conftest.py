@@ -48,10 +48,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     # Right after solutions/04, on the small-pool server it leaves: the browser tests (their
-    # dashboard sends the burst 04 saved), then 06 (its prefix-cache profile is that engine,
-    # labs.serving.profiles.same_engine), then 05, which starts on it too. In notebook order 06 would
-    # follow 05's gateway server and cost a restart; the browser tests anywhere else, two.
-    # Without the notebooks collected, the browser tests run last.
+    # dashboard sends the burst 04 saved), then 06 (its prefix-cache profile is that engine:
+    # labs.serving.profiles.same_engine), then 05, which starts on it too. In notebook order
+    # 06 would follow 05's gateway server and cost a restart; the browser tests anywhere
+    # else, two. Without the notebooks collected, the browser tests run last.
     browser = [item for item in items if item.get_closest_marker("browser") is not None]
     prefix = [item for item in items if item.path.name == "06_prefix_caching.ipynb"]
     rest = [item for item in items if item not in browser and item not in prefix]
