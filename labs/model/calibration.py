@@ -37,7 +37,7 @@ from ..hardware import (
 from ..load.loadgen import run_sync
 from ..observe.metrics import scrape
 from ..serving.connect import Connection, connect
-from ..serving.profiles import get_profile
+from ..serving.profiles import engine_flags
 from ..serving.server import running_server
 from ..settings import Settings, gpus
 from ..workload import Burst, Closed, Workload
@@ -68,7 +68,7 @@ def server_limits(conn: Connection) -> ServerLimits:
     if not max_len:
         raise ConfigError(f"{conn.base_url}/v1/models does not say max_model_len.")
     record = None if settings.base_url_override else running_server(settings)
-    flags = ((*get_profile(record.profile).flags(settings.backend), *record.extra_flags)
+    flags = (engine_flags(record.profile, record.extra_flags, settings.backend)
              if record else ())
     gpu_name, gpu_mib = (gpus() or (("", None),))[0]
     return limits_from(pool, int(max_len), flags, settings.backend,

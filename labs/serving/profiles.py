@@ -142,13 +142,18 @@ def get_profile(name: str) -> Profile:
 VLLM_DEFAULT_FLAGS: frozenset[str] = frozenset({"--enable-prefix-caching"})
 
 
+def engine_flags(profile: str, extra_flags: Sequence[str], backend: str) -> tuple[str, ...]:
+    """A setup's engine flags beyond the five base flags: its profile's, then `extra_flags`."""
+    return (*get_profile(profile).flags(backend), *extra_flags)
+
+
 def same_engine(profile: str, extra_flags: Sequence[str], other: str,
                 other_extra_flags: Sequence[str], backend: str) -> bool:
     """Whether two setups run the same engine with the same gateway in front, so a server
     started for one serves the other without a restart (06's `prefix-cache` on the
     `kv-pressure` server 04 leaves, say: ~30 s a start on the CPU is course time)."""
     def engine(name: str, extra: Sequence[str]) -> frozenset[str]:
-        return frozenset((*get_profile(name).flags(backend), *extra)) - VLLM_DEFAULT_FLAGS
+        return frozenset(engine_flags(name, extra, backend)) - VLLM_DEFAULT_FLAGS
 
     return (engine(profile, extra_flags) == engine(other, other_extra_flags)
             and get_profile(profile).gateway(backend) == get_profile(other).gateway(backend))

@@ -340,8 +340,8 @@ def ensure_server(profile: str = DEFAULT_PROFILE, settings: Settings | None = No
     with start_lock(settings):  # a second notebook starting now waits, then reuses
         wanted = setup_name(profile, extra_flags)
         record = running_server(settings)
-        if record and record.engine_running() and (record.setup == wanted or same_engine(
-                record.profile, record.extra_flags, profile, extra_flags, record.backend)):
+        if record and record.engine_running() and same_engine(
+                record.profile, record.extra_flags, profile, extra_flags, record.backend):
             if record.setup != wanted:
                 print(f"reusing the {record.setup!r} server (pid {record.pid}) for {wanted!r}: "
                       "the same engine flags", file=sys.stderr)

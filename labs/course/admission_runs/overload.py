@@ -79,11 +79,11 @@ def predict_setups(cost: Any, uncapped: ServerLimits, backend: str, shape: Any,
     holds (sized, as the notebook does, from three predicted lone TTFTs), and (d') the
     exercise's queue of 3. Keys as `RunResult.summary()`."""
     lengths = (prompt_tokens, max_tokens)
-    naive = profile_limits(uncapped, "kv-pressure", backend)
-    bounded = profile_limits(uncapped, "bounded", backend)
+    naive = profile_limits(uncapped, SETUPS["a) naive"].profile, backend)
+    bounded = profile_limits(uncapped, SETUPS["b) engine caps"].profile, backend)
     n = gateway_slots(backend)
     gateway = replace(bounded, max_num_seqs=n)
-    queue_flags = profiles.get_profile("engine-queue").flags(backend)
+    queue_flags = profiles.get_profile(SETUPS["c) vLLM queue cap"].profile).flags(backend)
     cap = int(flag_value(queue_flags, "max-num-queued-reqs") or 1)
     slo_s = 3 * _alone_ttft_s(cost, bounded, *lengths)
     held = int(slo_s * cost.prefill_tok_s) // prompt_tokens
